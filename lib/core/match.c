@@ -1,0 +1,166 @@
+/* Matching primitives: IP/CIDR, numbers, mod, string sets. */
+#include <arpa/inet.h>
+#include <string.h>
+
+#include "core/model.h"
+
+int gray__ip_parse(const char *p, size_t len, uint8_t out[16]) {
+  char buf[64];
+  if (len == 0 || len >= sizeof buf) return 0;
+  memcpy(buf, p, len);
+  buf[len] = '\0';
+  if (memchr(buf, '\0', len)) return 0;
+  if (memchr(buf, ':', len)) {
+    /* Zone ids ("fe80::1%eth0") are not addresses we can route by. */
+    return inet_pton(AF_INET6, buf, out) == 1;
+  }
+  uint8_t v4[4];
+  if (inet_pton(AF_INET, buf, v4) != 1) return 0;
+  memset(out, 0, 10);
+  out[10] = 0xff;
+  out[11] = 0xff;
+  memcpy(out + 12, v4, 4);
+  return 1;
+}
+
+int gray__cidr_parse(gray_str_t text, gray__cidr *out, char *msg, size_t msgsz) {
+  char q[96];
+  const char *slash = memchr(text.p, '/', text.len);
+  size_t alen = slash ? (size_t)(slash - text.p) : text.len;
+  int v6 = memchr(text.p, ':', alen) != NULL;
+  unsigned bits = v6 ? 128 : 32;
+  gray__quote(text.p, text.len, q, sizeof q);
+  if (!gray__ip_parse(text.p, alen, out->addr)) {
+    gray__msg(msg, msgsz, "invalid CIDR %s: not an IPv4 or IPv6 address", q);
+    return GRAY_ESCHEMA;
+  }
+  if (slash) {
+    const char *d = slash + 1;
+    size_t dl = text.len - alen - 1;
+    unsigned v = 0;
+    if (dl == 0 || dl > 3) goto bad_len;
+    for (size_t i = 0; i < dl; i++) {
+      if (d[i] < '0' || d[i] > '9') goto bad_len;
+      v = v * 10 + (unsigned)(d[i] - '0');
+    }
+    if (dl > 1 && d[0] == '0') goto bad_len;
+    if (v > bits) goto bad_len;
+    bits = v;
+  }
+  out->bits = (uint8_t)(v6 ? bits : bits + 96);
+  /* Host bits set ("10.1.2.3/8") are almost always a typo for a wider or
+   * narrower net; refuse rather than guess. */
+  for (unsigned b = out->bits; b < 128; b++) {
+    if (out->addr[b / 8] & (0x80u >> (b % 8))) {
+      gray__msg(msg, msgsz, "invalid CIDR %s: host bits are set after the /%u prefix", q,
+                v6 ? out->bits : out->bits - 96u);
+      return GRAY_ESCHEMA;
+    }
+  }
+  return GRAY_OK;
+bad_len:
+  gray__msg(msg, msgsz, "invalid CIDR %s: prefix length must be 0..%u", q, v6 ? 128u : 32u);
+  return GRAY_ESCHEMA;
+}
+
+int gray__cidr_match(const gray__cidr *c, const uint8_t ip[16]) {
+  unsigned full = c->bits / 8, rest = c->bits % 8;
+  if (full && memcmp(c->addr, ip, full)) return 0;
+  if (rest) {
+    uint8_t mask = (uint8_t)(0xffu << (8 - rest));
+    if ((c->addr[full] & mask) != (ip[full] & mask)) return 0;
+  }
+  return 1;
+}
+
+int gray__parse_number(const char *p, size_t len, double *out) {
+  size_t i = 0;
+  int neg = 0, digits = 0;
+  uint64_t mant = 0;
+  int exp10 = 0;
+  if (i < len && (p[i] == '-' || p[i] == '+')) neg = p[i++] == '-';
+  for (; i < len && p[i] >= '0' && p[i] <= '9'; i++, digits++) {
+    if (mant < 100000000000000000ull)
+      mant = mant * 10 + (uint64_t)(p[i] - '0');
+    else
+      exp10++;
+  }
+  if (i < len && p[i] == '.') {
+    i++;
+    for (; i < len && p[i] >= '0' && p[i] <= '9'; i++, digits++) {
+      if (mant < 100000000000000000ull) {
+        mant = mant * 10 + (uint64_t)(p[i] - '0');
+        exp10--;
+      }
+    }
+  }
+  if (!digits || i != len || exp10 > 300) return 0;
+  double v = (double)mant;
+  /* Exact powers of ten up to 1e22 keep common decimals exact enough. */
+  static const double pow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                 1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+  while (exp10 > 0) {
+    int s = exp10 > 22 ? 22 : exp10;
+    v *= pow10[s];
+    exp10 -= s;
+  }
+  while (exp10 < 0) {
+    int s = -exp10 > 22 ? 22 : -exp10;
+    v /= pow10[s];
+    exp10 += s;
+  }
+  *out = neg ? -v : v;
+  return 1;
+}
+
+int gray__parse_mod(const char *p, size_t len, uint64_t divisor, uint64_t *rem) {
+  uint64_t r = 0;
+  if (len == 0 || divisor == 0) return 0;
+  for (size_t i = 0; i < len; i++) {
+    if (p[i] < '0' || p[i] > '9') return 0;
+    /* divisor is capped at 2^32 by the parser, so this cannot overflow. */
+    r = (r * 10 + (uint64_t)(p[i] - '0')) % divisor;
+  }
+  *rem = r;
+  return 1;
+}
+
+int gray__strset_build(gray__arena *a, gray__node *n, const gray_str_t *values, size_t count) {
+  uint32_t slots = 8;
+  while (slots < count * 2) slots <<= 1;
+  gray__strset *s = gray__arena_alloc(a, sizeof(*s));
+  if (!s) return GRAY_ENOMEM;
+  s->slots = gray__arena_alloc(a, slots * sizeof(*s->slots));
+  s->hashes = gray__arena_alloc(a, slots * sizeof(*s->hashes));
+  if (!s->slots || !s->hashes) return GRAY_ENOMEM;
+  s->mask = slots - 1;
+  for (size_t i = 0; i < count; i++) {
+    uint32_t h = gray_murmur3_32(values[i].p, values[i].len, 0x9e3779b9u);
+    uint32_t k = h & s->mask;
+    for (;;) {
+      if (!s->slots[k].p) {
+        s->slots[k] = values[i];
+        s->hashes[k] = h;
+        s->count++;
+        break;
+      }
+      if (s->hashes[k] == h && s->slots[k].len == values[i].len &&
+          !memcmp(s->slots[k].p, values[i].p, values[i].len))
+        break;
+      k = (k + 1) & s->mask;
+    }
+  }
+  n->set = s;
+  return GRAY_OK;
+}
+
+int gray__strset_has(const gray__strset *s, const char *p, size_t len) {
+  uint32_t h = gray_murmur3_32(p, len, 0x9e3779b9u);
+  uint32_t k = h & s->mask;
+  while (s->slots[k].p) {
+    if (s->hashes[k] == h && s->slots[k].len == len && !memcmp(s->slots[k].p, p, len)) return 1;
+    k = (k + 1) & s->mask;
+  }
+  return 0;
+}

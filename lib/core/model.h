@@ -1,0 +1,158 @@
+/* Internal: the compiled policy model, shared by lib/core and lib/json.
+ * The JSON front-end fills these structures through the helpers declared
+ * here (each validates its piece and says what is wrong); once a set is
+ * complete it is immutable. */
+#ifndef GRAY_CORE_MODEL_H
+#define GRAY_CORE_MODEL_H
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+#include <stdatomic.h>
+
+#include "gray/policy.h"
+#include "util/alloc.h"
+
+typedef enum {
+  GRAY__N_ALL = 1,
+  GRAY__N_ANY,
+  GRAY__N_NOT,
+  GRAY__N_COND
+} gray__node_kind;
+
+/* Operators, in the order of their names in gray__op_names. */
+#define GRAY__OP_MAP(X) \
+  X(EQ, "eq")           \
+  X(NE, "ne")           \
+  X(IN, "in")           \
+  X(PREFIX, "prefix")   \
+  X(SUFFIX, "suffix")   \
+  X(CONTAINS, "contains") \
+  X(REGEX, "regex")     \
+  X(EXISTS, "exists")   \
+  X(LT, "lt")           \
+  X(LE, "le")           \
+  X(GT, "gt")           \
+  X(GE, "ge")           \
+  X(MOD, "mod")         \
+  X(CIDR, "cidr")       \
+  X(PERCENT, "percent")
+
+typedef enum {
+  GRAY__OP_NONE = 0,
+#define GRAY__OP_ENUM(name, text) GRAY__OP_##name,
+  GRAY__OP_MAP(GRAY__OP_ENUM)
+#undef GRAY__OP_ENUM
+  GRAY__OP_COUNT
+} gray__op;
+
+/* The operator named text, or GRAY__OP_NONE. */
+gray__op gray__op_parse(const char *text, size_t len);
+const char *gray__op_name(gray__op op);
+
+/* A set of strings for `in`: open addressing over murmur3 hashes. */
+typedef struct gray__strset {
+  uint32_t mask;       /* slots - 1 */
+  uint32_t count;
+  gray_str_t *slots;   /* p == NULL: empty */
+  uint32_t *hashes;
+} gray__strset;
+
+typedef struct gray__cidr {
+  uint8_t addr[16]; /* IPv4 as IPv4-mapped IPv6 */
+  uint8_t bits;     /* prefix length over the 128-bit form */
+} gray__cidr;
+
+typedef enum { GRAY__MOD_EQ = 1, GRAY__MOD_LT, GRAY__MOD_IN } gray__mod_kind;
+
+typedef struct gray__node gray__node;
+struct gray__node {
+  gray__node_kind kind;
+  /* ALL / ANY / NOT */
+  gray__node **kids;
+  uint32_t nkids;
+  /* COND */
+  gray__op op;
+  gray_attr_t attr;
+  gray_str_t attr_name;  /* header (lower-case), cookie, param name */
+  const char *attr_text; /* "header:x-gray", for traces */
+  gray_str_t value;      /* eq ne prefix suffix contains; regex source */
+  gray__strset *set;     /* in */
+  pcre2_code *re;
+  pcre2_match_context *mctx;
+  double num;            /* lt le gt ge */
+  uint64_t divisor;      /* mod */
+  gray__mod_kind mod_kind;
+  uint64_t mod_value;    /* mod eq / lt */
+  uint64_t *mod_list;    /* mod in, sorted */
+  uint32_t nmod_list;
+  gray__cidr *cidrs;
+  uint32_t ncidrs;
+  uint32_t pct_from, pct_to; /* basis points */
+  gray_str_t salt;           /* percent */
+};
+
+typedef struct gray__rule {
+  gray_str_t name, route, tag, salt; /* tag.p / salt.p NULL when unset */
+  gray__node *when;                  /* NULL: always */
+} gray__rule;
+
+struct gray_policy_s {
+  gray_str_t service;
+  gray_str_t def;
+  int fallback_fail;
+  gray__rule *rules;
+  uint32_t nrules;
+  uint32_t nconds;
+  uint32_t order; /* position in the input, for error reports */
+};
+
+typedef struct gray__regex_list gray__regex_list;
+
+struct gray_policyset_s {
+  atomic_int refs;
+  int64_t revision;
+  gray_policy_t *policies; /* sorted by service after gray__set_finish */
+  size_t npolicies;
+  gray__arena arena;
+  gray__regex_list *regexes;  /* compiled patterns to free */
+  pcre2_general_context *gctx;
+};
+
+/* Builder: a new empty set with one reference, or NULL. */
+gray_policyset_t *gray__set_new(void);
+/* Sort and freeze; on a duplicate service returns its index through *dup
+ * and GRAY_ESCHEMA. */
+int gray__set_finish(gray_policyset_t *set, size_t *dup);
+
+/* Validation helpers. Each returns GRAY_OK or an error code and writes a
+ * message (without the path) into msg. */
+int gray__check_name(gray_str_t s, char *msg, size_t msgsz);
+int gray__attr_parse(gray__arena *a, gray_str_t text, gray__node *n, char *msg, size_t msgsz);
+int gray__cidr_parse(gray_str_t text, gray__cidr *out, char *msg, size_t msgsz);
+int gray__regex_compile(gray_policyset_t *set, gray__node *n, gray_str_t pattern,
+                        char *msg, size_t msgsz);
+/* Builds n->set from values (which must stay valid: they are arena copies).
+ * Duplicates are allowed and collapse. */
+int gray__strset_build(gray__arena *a, gray__node *n, const gray_str_t *values, size_t count);
+int gray__strset_has(const gray__strset *s, const char *p, size_t len);
+/* Parse a decimal number from an attribute value. 1 ok, 0 not a number. */
+int gray__parse_number(const char *p, size_t len, double *out);
+/* Value mod divisor for an all-digit string; 1 ok, 0 not a non-negative
+ * integer. Any length. */
+int gray__parse_mod(const char *p, size_t len, uint64_t divisor, uint64_t *rem);
+/* Parse a textual IP literal; 1 ok. */
+int gray__ip_parse(const char *p, size_t len, uint8_t out[16]);
+int gray__cidr_match(const gray__cidr *c, const uint8_t ip[16]);
+
+/* Quote a user-supplied value for an error message: escapes control bytes
+ * and quotes, truncates long values with "...". */
+void gray__quote(const char *p, size_t len, char *out, size_t outsz);
+
+/* snprintf into msg, never overflowing. */
+void gray__msg(char *msg, size_t msgsz, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Fill a gray_error_t. */
+void gray__error_set(gray_error_t *e, gray_err_t code, const char *path, const char *msg);
+
+#endif

@@ -1,0 +1,76 @@
+/* MurmurHash3 x86_32 (public domain algorithm by Austin Appleby), written
+ * for streaming so the percent bucket of salt ":" value needs no copy. */
+#include <string.h>
+
+#include "gray/policy.h"
+
+typedef struct {
+  uint32_t h;
+  uint32_t tail;   /* pending bytes, little-endian */
+  uint32_t ntail;  /* 0..3 */
+  uint32_t total;
+} mm3;
+
+static inline uint32_t rotl32(uint32_t x, int r) { return (x << r) | (x >> (32 - r)); }
+
+static inline uint32_t mix_k(uint32_t k) {
+  k *= 0xcc9e2d51u;
+  k = rotl32(k, 15);
+  return k * 0x1b873593u;
+}
+
+static inline void mm3_block(mm3 *s, uint32_t k) {
+  s->h ^= mix_k(k);
+  s->h = rotl32(s->h, 13);
+  s->h = s->h * 5 + 0xe6546b64u;
+}
+
+static void mm3_feed(mm3 *s, const unsigned char *p, size_t len) {
+  s->total += (uint32_t)len;
+  while (len && s->ntail) {
+    s->tail |= (uint32_t)*p++ << (8 * s->ntail);
+    len--;
+    if (++s->ntail == 4) {
+      mm3_block(s, s->tail);
+      s->tail = 0;
+      s->ntail = 0;
+    }
+  }
+  while (len >= 4) {
+    uint32_t k = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+                 (uint32_t)p[3] << 24;
+    mm3_block(s, k);
+    p += 4;
+    len -= 4;
+  }
+  while (len--) {
+    s->tail |= (uint32_t)*p++ << (8 * s->ntail);
+    s->ntail++;
+  }
+}
+
+static uint32_t mm3_final(mm3 *s) {
+  uint32_t h = s->h;
+  if (s->ntail) h ^= mix_k(s->tail);
+  h ^= s->total;
+  h ^= h >> 16;
+  h *= 0x85ebca6bu;
+  h ^= h >> 13;
+  h *= 0xc2b2ae35u;
+  h ^= h >> 16;
+  return h;
+}
+
+uint32_t gray_murmur3_32(const void *data, size_t len, uint32_t seed) {
+  mm3 s = {seed, 0, 0, 0};
+  mm3_feed(&s, data, len);
+  return mm3_final(&s);
+}
+
+uint32_t gray_percent_bucket(gray_str_t salt, gray_str_t value) {
+  mm3 s = {0, 0, 0, 0};
+  mm3_feed(&s, (const unsigned char *)salt.p, salt.len);
+  mm3_feed(&s, (const unsigned char *)":", 1);
+  mm3_feed(&s, (const unsigned char *)value.p, value.len);
+  return mm3_final(&s) % 10000u;
+}

@@ -1,0 +1,285 @@
+/* Policy sets: lifecycle, lookup, accessors and name validation. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/model.h"
+
+struct gray__regex_list {
+  gray__regex_list *next;
+  pcre2_code *re;
+  pcre2_match_context *mctx;
+};
+
+static void *pcre_malloc(PCRE2_SIZE size, void *data) {
+  (void)data;
+  return gray__malloc(size);
+}
+
+static void pcre_free(void *p, void *data) {
+  (void)data;
+  gray__free(p);
+}
+
+gray_policyset_t *gray__set_new(void) {
+  gray_policyset_t *set = gray__calloc(1, sizeof(*set));
+  if (!set) return NULL;
+  atomic_init(&set->refs, 1);
+  gray__arena_init(&set->arena);
+  set->gctx = pcre2_general_context_create(pcre_malloc, pcre_free, NULL);
+  if (!set->gctx) {
+    gray__free(set);
+    return NULL;
+  }
+  return set;
+}
+
+gray_policyset_t *gray_policyset_ref(gray_policyset_t *set) {
+  if (set) atomic_fetch_add_explicit(&set->refs, 1, memory_order_relaxed);
+  return set;
+}
+
+void gray_policyset_release(gray_policyset_t *set) {
+  if (!set) return;
+  if (atomic_fetch_sub_explicit(&set->refs, 1, memory_order_acq_rel) != 1) return;
+  gray__regex_list *r = set->regexes;
+  while (r) {
+    gray__regex_list *next = r->next;
+    pcre2_code_free(r->re);
+    pcre2_match_context_free(r->mctx);
+    gray__free(r);
+    r = next;
+  }
+  pcre2_general_context_free(set->gctx);
+  gray__arena_free(&set->arena);
+  gray__free(set);
+}
+
+static int str_cmp(gray_str_t a, gray_str_t b) {
+  size_t n = a.len < b.len ? a.len : b.len;
+  int c = n ? memcmp(a.p, b.p, n) : 0;
+  if (c) return c;
+  return a.len < b.len ? -1 : a.len > b.len;
+}
+
+static int policy_cmp(const void *a, const void *b) {
+  const gray_policy_t *x = a, *y = b;
+  int c = str_cmp(x->service, y->service);
+  if (c) return c;
+  return x->order < y->order ? -1 : x->order > y->order;
+}
+
+int gray__set_finish(gray_policyset_t *set, size_t *dup) {
+  size_t n = set->npolicies;
+  for (size_t i = 0; i < n; i++) set->policies[i].order = (uint32_t)i;
+  if (n > 1) qsort(set->policies, n, sizeof(*set->policies), policy_cmp);
+  /* Report the later of two policies for the same service: that is the
+   * one the user added by mistake. */
+  size_t best = (size_t)-1;
+  for (size_t i = 1; i < n; i++) {
+    if (!str_cmp(set->policies[i].service, set->policies[i - 1].service)) {
+      size_t later = set->policies[i].order;
+      if (later < best) best = later;
+    }
+  }
+  if (best != (size_t)-1) {
+    if (dup) *dup = best;
+    return GRAY_ESCHEMA;
+  }
+  return GRAY_OK;
+}
+
+int64_t gray_policyset_revision(const gray_policyset_t *set) { return set ? set->revision : 0; }
+
+size_t gray_policyset_count(const gray_policyset_t *set) { return set ? set->npolicies : 0; }
+
+const gray_policy_t *gray_policyset_at(const gray_policyset_t *set, size_t i) {
+  return set && i < set->npolicies ? &set->policies[i] : NULL;
+}
+
+const gray_policy_t *gray_policyset_find(const gray_policyset_t *set, const char *service,
+                                         size_t len) {
+  if (!set || !service) return NULL;
+  gray_str_t key = {service, len};
+  size_t lo = 0, hi = set->npolicies;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    int c = str_cmp(set->policies[mid].service, key);
+    if (c == 0) return &set->policies[mid];
+    if (c < 0)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return NULL;
+}
+
+const char *gray_policy_service(const gray_policy_t *p) { return p->service.p; }
+const char *gray_policy_default(const gray_policy_t *p) { return p->def.p; }
+int gray_policy_fallback_fail(const gray_policy_t *p) { return p->fallback_fail; }
+size_t gray_policy_rule_count(const gray_policy_t *p) { return p->nrules; }
+
+const char *gray_policy_rule_name(const gray_policy_t *p, size_t i) {
+  return i < p->nrules ? p->rules[i].name.p : NULL;
+}
+const char *gray_policy_rule_route(const gray_policy_t *p, size_t i) {
+  return i < p->nrules ? p->rules[i].route.p : NULL;
+}
+const char *gray_policy_rule_tag(const gray_policy_t *p, size_t i) {
+  return i < p->nrules ? p->rules[i].tag.p : NULL;
+}
+
+static const char *const op_names[GRAY__OP_COUNT] = {
+    NULL,
+#define GRAY__OP_TEXT(name, text) text,
+    GRAY__OP_MAP(GRAY__OP_TEXT)
+#undef GRAY__OP_TEXT
+};
+
+gray__op gray__op_parse(const char *text, size_t len) {
+  for (int i = 1; i < GRAY__OP_COUNT; i++) {
+    if (strlen(op_names[i]) == len && !memcmp(op_names[i], text, len)) return (gray__op)i;
+  }
+  return GRAY__OP_NONE;
+}
+
+const char *gray__op_name(gray__op op) {
+  return op > GRAY__OP_NONE && op < GRAY__OP_COUNT ? op_names[op] : "?";
+}
+
+/* [A-Za-z0-9][A-Za-z0-9._-]{0,62} */
+int gray__check_name(gray_str_t s, char *msg, size_t msgsz) {
+  char q[96];
+  if (s.len == 0) {
+    gray__msg(msg, msgsz, "must not be empty");
+    return GRAY_ESCHEMA;
+  }
+  if (s.len > GRAY_NAME_LEN_MAX) {
+    gray__quote(s.p, s.len, q, sizeof q);
+    gray__msg(msg, msgsz, "name %s is longer than %d characters", q, GRAY_NAME_LEN_MAX);
+    return GRAY_ESCHEMA;
+  }
+  for (size_t i = 0; i < s.len; i++) {
+    unsigned char c = (unsigned char)s.p[i];
+    int alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+    if (!alnum && (i == 0 || (c != '.' && c != '_' && c != '-'))) {
+      gray__quote(s.p, s.len, q, sizeof q);
+      gray__msg(msg, msgsz,
+                "invalid name %s: use letters, digits, '.', '_' and '-', starting with a "
+                "letter or digit",
+                q);
+      return GRAY_ESCHEMA;
+    }
+  }
+  return GRAY_OK;
+}
+
+/* RFC 9110 token characters, the legal bytes of header and cookie names. */
+static int is_tchar(unsigned char c) {
+  if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return 1;
+  return c && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+static const struct {
+  const char *text;
+  gray_attr_t attr;
+  int named;
+} attr_kinds[] = {
+    {"header:", GRAY_ATTR_HEADER, 1}, {"cookie:", GRAY_ATTR_COOKIE, 1},
+    {"param:", GRAY_ATTR_PARAM, 1},   {"ip", GRAY_ATTR_IP, 0},
+    {"tag", GRAY_ATTR_TAG, 0},        {"path", GRAY_ATTR_PATH, 0},
+    {"method", GRAY_ATTR_METHOD, 0},  {"host", GRAY_ATTR_HOST, 0},
+};
+
+int gray__attr_parse(gray__arena *a, gray_str_t text, gray__node *n, char *msg, size_t msgsz) {
+  char q[96];
+  for (size_t k = 0; k < sizeof(attr_kinds) / sizeof(attr_kinds[0]); k++) {
+    size_t kl = strlen(attr_kinds[k].text);
+    if (!attr_kinds[k].named) {
+      if (text.len != kl || memcmp(text.p, attr_kinds[k].text, kl)) continue;
+      n->attr = attr_kinds[k].attr;
+      n->attr_text = attr_kinds[k].text;
+      return GRAY_OK;
+    }
+    if (text.len < kl || memcmp(text.p, attr_kinds[k].text, kl)) continue;
+    const char *name = text.p + kl;
+    size_t len = text.len - kl;
+    if (len == 0) {
+      gray__msg(msg, msgsz, "attribute \"%s\" needs a name after the colon", attr_kinds[k].text);
+      return GRAY_ESCHEMA;
+    }
+    if (len > GRAY_ATTR_NAME_LEN_MAX) {
+      gray__msg(msg, msgsz, "attribute name is longer than %d bytes", GRAY_ATTR_NAME_LEN_MAX);
+      return GRAY_ESCHEMA;
+    }
+    for (size_t i = 0; i < len; i++) {
+      unsigned char c = (unsigned char)name[i];
+      int ok = attr_kinds[k].attr == GRAY_ATTR_PARAM
+                   ? (c > 0x20 && c < 0x7f && c != '&' && c != '=' && c != '#')
+                   : is_tchar(c);
+      if (!ok) {
+        gray__quote(text.p, text.len, q, sizeof q);
+        gray__msg(msg, msgsz, "invalid character in attribute name %s", q);
+        return GRAY_ESCHEMA;
+      }
+    }
+    char *copy = gray__arena_strndup(a, text.p, text.len);
+    if (!copy) return GRAY_ENOMEM;
+    if (attr_kinds[k].attr == GRAY_ATTR_HEADER) {
+      for (size_t i = kl; i < text.len; i++)
+        if (copy[i] >= 'A' && copy[i] <= 'Z') copy[i] = (char)(copy[i] - 'A' + 'a');
+    }
+    n->attr = attr_kinds[k].attr;
+    n->attr_text = copy;
+    n->attr_name.p = copy + kl;
+    n->attr_name.len = len;
+    return GRAY_OK;
+  }
+  gray__quote(text.p, text.len, q, sizeof q);
+  gray__msg(msg, msgsz,
+            "unknown attribute %s (expected header:NAME, cookie:NAME, param:NAME, ip, tag, "
+            "path, method or host)",
+            q);
+  return GRAY_ESCHEMA;
+}
+
+int gray__regex_compile(gray_policyset_t *set, gray__node *n, gray_str_t pattern, char *msg,
+                        size_t msgsz) {
+  int errcode = 0;
+  PCRE2_SIZE erroff = 0;
+  gray__regex_list *item = gray__calloc(1, sizeof(*item));
+  if (!item) return GRAY_ENOMEM;
+  pcre2_compile_context *cctx = pcre2_compile_context_create(set->gctx);
+  if (!cctx) {
+    gray__free(item);
+    return GRAY_ENOMEM;
+  }
+  pcre2_code *re = pcre2_compile((PCRE2_SPTR)pattern.p, pattern.len, PCRE2_UTF | PCRE2_MATCH_INVALID_UTF,
+                                 &errcode, &erroff, cctx);
+  pcre2_compile_context_free(cctx);
+  if (!re) {
+    gray__free(item);
+    if (errcode == PCRE2_ERROR_NOMEMORY || errcode == PCRE2_ERROR_HEAP_FAILED) return GRAY_ENOMEM;
+    PCRE2_UCHAR buf[160];
+    if (pcre2_get_error_message(errcode, buf, sizeof buf) < 0) memcpy(buf, "error", 6);
+    gray__msg(msg, msgsz, "invalid regex at offset %zu: %s", (size_t)erroff, (char *)buf);
+    return GRAY_ESCHEMA;
+  }
+  /* JIT is an optimisation: a failure (for example no JIT on this CPU, or
+   * out of executable memory) leaves the interpreter in charge. */
+  (void)pcre2_jit_compile(re, PCRE2_JIT_COMPLETE);
+  pcre2_match_context *mctx = pcre2_match_context_create(set->gctx);
+  if (!mctx) {
+    pcre2_code_free(re);
+    gray__free(item);
+    return GRAY_ENOMEM;
+  }
+  pcre2_set_match_limit(mctx, GRAY_REGEX_MATCH_LIMIT);
+  pcre2_set_depth_limit(mctx, GRAY_REGEX_DEPTH_LIMIT);
+  item->re = re;
+  item->mctx = mctx;
+  item->next = set->regexes;
+  set->regexes = item;
+  n->re = re;
+  n->mctx = mctx;
+  return GRAY_OK;
+}

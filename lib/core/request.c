@@ -1,0 +1,164 @@
+/* Request helpers: the array-backed request, Cookie and query parsing. */
+#include <string.h>
+
+#include "core/model.h"
+
+static int lower(int c) { return c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c; }
+
+static int ieq(gray_str_t a, gray_str_t b) {
+  if (a.len != b.len) return 0;
+  for (size_t i = 0; i < a.len; i++)
+    if (lower((unsigned char)a.p[i]) != lower((unsigned char)b.p[i])) return 0;
+  return 1;
+}
+
+static int eq(gray_str_t a, gray_str_t b) {
+  return a.len == b.len && (a.len == 0 || !memcmp(a.p, b.p, a.len));
+}
+
+static int is_ows(char c) { return c == ' ' || c == '\t'; }
+
+int gray_cookie_find(gray_str_t header, gray_str_t name, gray_str_t *value) {
+  const char *p = header.p, *end = header.p + header.len;
+  if (!p) return 0;
+  while (p < end) {
+    while (p < end && (is_ows(*p) || *p == ';')) p++;
+    const char *k = p;
+    while (p < end && *p != '=' && *p != ';') p++;
+    const char *kend = p;
+    while (kend > k && is_ows(kend[-1])) kend--;
+    if (p < end && *p == '=') {
+      const char *v = ++p;
+      while (p < end && *p != ';') p++;
+      const char *vend = p;
+      while (vend > v && is_ows(vend[-1])) vend--;
+      while (v < vend && is_ows(*v)) v++;
+      /* RFC 6265 allows a quoted value; the quotes are not part of it. */
+      if (vend - v >= 2 && *v == '"' && vend[-1] == '"') {
+        v++;
+        vend--;
+      }
+      gray_str_t key = {k, (size_t)(kend - k)};
+      if (eq(key, name)) {
+        value->p = v;
+        value->len = (size_t)(vend - v);
+        return 1;
+      }
+    }
+  }
+  return 0;
+}
+
+static int hexval(int c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  c = lower(c);
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  return -1;
+}
+
+/* Decode src into dst (capacity cap). Returns decoded length, or (size_t)-1
+ * when it does not fit. A '%' not followed by two hex digits stays as is. */
+static size_t url_decode(const char *src, size_t len, char *dst, size_t cap) {
+  size_t o = 0;
+  for (size_t i = 0; i < len; i++) {
+    char c = src[i];
+    if (c == '+') {
+      c = ' ';
+    } else if (c == '%' && i + 2 < len && hexval((unsigned char)src[i + 1]) >= 0 && hexval((unsigned char)src[i + 2]) >= 0) {
+      c = (char)(hexval((unsigned char)src[i + 1]) * 16 + hexval((unsigned char)src[i + 2]));
+      i += 2;
+    }
+    if (o >= cap) return (size_t)-1;
+    dst[o++] = c;
+  }
+  return o;
+}
+
+/* Does the raw (encoded) key decode to name? Compared without a buffer. */
+static int key_matches(const char *k, size_t klen, gray_str_t name) {
+  size_t o = 0;
+  for (size_t i = 0; i < klen; i++) {
+    char c = k[i];
+    if (c == '+') {
+      c = ' ';
+    } else if (c == '%' && i + 2 < klen && hexval((unsigned char)k[i + 1]) >= 0 &&
+               hexval((unsigned char)k[i + 2]) >= 0) {
+      c = (char)(hexval((unsigned char)k[i + 1]) * 16 + hexval((unsigned char)k[i + 2]));
+      i += 2;
+    }
+    if (o >= name.len || name.p[o] != c) return 0;
+    o++;
+  }
+  return o == name.len;
+}
+
+int gray_query_find(gray_str_t query, gray_str_t name, gray_str_t *value, char *scratch,
+                    size_t scratch_size) {
+  const char *p = query.p, *end = query.p + query.len;
+  if (!p) return 0;
+  if (p < end && *p == '?') p++;
+  while (p < end) {
+    const char *k = p;
+    while (p < end && *p != '&' && *p != '=') p++;
+    const char *kend = p, *v = p, *vend = p;
+    if (p < end && *p == '=') {
+      v = ++p;
+      while (p < end && *p != '&') p++;
+      vend = p;
+    }
+    if (p < end) p++; /* skip '&' */
+    if (kend == k) continue;
+    if (!key_matches(k, (size_t)(kend - k), name)) continue;
+    size_t n = url_decode(v, (size_t)(vend - v), scratch, scratch_size);
+    if (n == (size_t)-1) return 0;
+    value->p = scratch;
+    value->len = n;
+    return 1;
+  }
+  return 0;
+}
+
+static int find_kv(const gray_kv_t *kv, size_t n, gray_str_t name, int icase, gray_str_t *value) {
+  for (size_t i = 0; i < n; i++) {
+    if (icase ? ieq(kv[i].name, name) : eq(kv[i].name, name)) {
+      *value = kv[i].value;
+      return 1;
+    }
+  }
+  return 0;
+}
+
+static int present(gray_str_t s, gray_str_t *value) {
+  if (!s.p) return 0;
+  *value = s;
+  return 1;
+}
+
+int gray_kv_lookup(void *ctx, gray_attr_t attr, gray_str_t name, gray_str_t *value,
+                   char *scratch, size_t scratch_size) {
+  const gray_kv_request_t *r = ctx;
+  static const gray_str_t cookie = {"cookie", 6};
+  gray_str_t hdr;
+  switch (attr) {
+    case GRAY_ATTR_HEADER:
+      return find_kv(r->headers, r->nheaders, name, 1, value);
+    case GRAY_ATTR_COOKIE:
+      if (r->cookies) return find_kv(r->cookies, r->ncookies, name, 0, value);
+      if (find_kv(r->headers, r->nheaders, cookie, 1, &hdr)) return gray_cookie_find(hdr, name, value);
+      return 0;
+    case GRAY_ATTR_PARAM:
+      if (r->params) return find_kv(r->params, r->nparams, name, 0, value);
+      return gray_query_find(r->query, name, value, scratch, scratch_size);
+    case GRAY_ATTR_IP:
+      return present(r->ip, value);
+    case GRAY_ATTR_TAG:
+      return present(r->tag, value);
+    case GRAY_ATTR_PATH:
+      return present(r->path, value);
+    case GRAY_ATTR_METHOD:
+      return present(r->method, value);
+    case GRAY_ATTR_HOST:
+      return present(r->host, value);
+  }
+  return 0;
+}

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Install every Debian package graylane builds, tests and benchmarks with.
+# Idempotent: installs only what is missing. As a non-root user it prints the
+# command to run instead.
+set -euo pipefail
+
+packages=(
+  build-essential cmake pkg-config   # toolchain
+  clang libclang-rt-14-dev          # libFuzzer and sanitizer runtimes
+  libpcre2-dev                       # regex in the core evaluator
+  libjansson-dev                     # JSON front-end
+  libcmocka-dev                      # unit tests
+  nodejs npm                         # unleash-client peer benchmark (bench/eval)
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$p")
+  fi
+done
+# nodejs/npm may come from elsewhere than Debian (for example nodesource or a
+# version manager); a working `node` and `npm` on PATH is enough.
+if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+  filtered=()
+  for p in "${missing[@]}"; do
+    [[ "$p" == nodejs || "$p" == npm ]] || filtered+=("$p")
+  done
+  missing=("${filtered[@]+"${filtered[@]}"}")
+fi
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "deps: all packages present"
+  exit 0
+fi
+
+cmd="apt-get install -y --no-install-recommends ${missing[*]}"
+if [ "$(id -u)" -ne 0 ]; then
+  echo "deps: missing packages: ${missing[*]}"
+  echo "deps: run as root:  apt-get update && $cmd"
+  exit 1
+fi
+echo "deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+apt-get install -y -q --no-install-recommends "${missing[@]}"
