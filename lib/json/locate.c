@@ -145,7 +145,9 @@ int gray__json_syntax_error(const char *buf, size_t len, const json_error_t *jer
   gray__jpath p;
   char msg[GRAY_ERROR_TEXT_MAX];
   enum json_error_code code = json_error_code(jerr);
-  if (code == json_error_out_of_memory) {
+  /* jansson leaves the text empty when an allocation failed before it could
+   * say anything (lexer set-up); its explicit code covers the rest. */
+  if (code == json_error_out_of_memory || jerr->text[0] == '\0') {
     gray__error_set(err, GRAY_ENOMEM, "", "out of memory");
     return GRAY_ENOMEM;
   }

@@ -1,0 +1,194 @@
+/* Unit tests for lib/core: hashing, request helpers, matching primitives. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "core/model.h"
+
+static gray_str_t S(const char *s) {
+  gray_str_t r = {s, strlen(s)};
+  return r;
+}
+
+static void test_murmur3_vectors(void **state) {
+  (void)state;
+  /* DESIGN.md's vector, and the reference implementation's known values. */
+  assert_int_equal(gray_murmur3_32("hello", 5, 0), 0x248bfa47u);
+  assert_int_equal(gray_murmur3_32("", 0, 0), 0u);
+  assert_int_equal(gray_murmur3_32("", 0, 1), 0x514e28b7u);
+  assert_int_equal(gray_murmur3_32("The quick brown fox jumps over the lazy dog", 43, 0), 0x2e4ff723u);
+}
+
+static void test_percent_bucket_streams(void **state) {
+  (void)state;
+  /* The streaming bucket equals hashing the concatenation, for every split
+   * of salt and value across the 4-byte block boundary. */
+  const char *full = "order:1234567890abcdef";
+  for (size_t cut = 0; cut < 10; cut++) {
+    char salt[32], value[32];
+    memcpy(salt, "order-service-x", cut);
+    salt[cut] = '\0';
+    snprintf(value, sizeof value, "v%zu-abcdef", cut);
+    char cat[80];
+    int n = snprintf(cat, sizeof cat, "%s:%s", salt, value);
+    assert_int_equal(gray_percent_bucket(S(salt), S(value)), gray_murmur3_32(cat, (size_t)n, 0) % 10000);
+  }
+  assert_int_equal(gray_percent_bucket(S("order"), S("1234567890abcdef")),
+                   gray_murmur3_32(full, strlen(full), 0) % 10000);
+}
+
+static void test_cookie_find(void **state) {
+  (void)state;
+  gray_str_t v;
+  assert_true(gray_cookie_find(S("a=1; uid=42; b=\"x y\""), S("uid"), &v));
+  assert_int_equal(v.len, 2);
+  assert_memory_equal(v.p, "42", 2);
+  assert_true(gray_cookie_find(S("a=1; b=\"x y\""), S("b"), &v));
+  assert_int_equal(v.len, 3);
+  assert_memory_equal(v.p, "x y", 3);
+  assert_false(gray_cookie_find(S("auid=1; uidx=2"), S("uid"), &v));
+  assert_true(gray_cookie_find(S("  k =  v  ;"), S("k"), &v));
+  assert_int_equal(v.len, 1);
+  assert_false(gray_cookie_find(S(""), S("k"), &v));
+  assert_true(gray_cookie_find(S("e="), S("e"), &v));
+  assert_int_equal(v.len, 0);
+  assert_false(gray_cookie_find(S("noequals; k"), S("k"), &v));
+}
+
+static void test_query_find(void **state) {
+  (void)state;
+  char scratch[64];
+  gray_str_t v;
+  assert_true(gray_query_find(S("a=1&uid=x%20y+z&uid=2"), S("uid"), &v, scratch, sizeof scratch));
+  assert_int_equal(v.len, 5);
+  assert_memory_equal(v.p, "x y z", 5);
+  assert_true(gray_query_find(S("?u%69d=7"), S("uid"), &v, scratch, sizeof scratch));
+  assert_memory_equal(v.p, "7", 1);
+  assert_true(gray_query_find(S("flag&x=1"), S("flag"), &v, scratch, sizeof scratch));
+  assert_int_equal(v.len, 0);
+  assert_true(gray_query_find(S("p=%zz%4"), S("p"), &v, scratch, sizeof scratch));
+  assert_int_equal(v.len, 5);
+  assert_memory_equal(v.p, "%zz%4", 5);
+  assert_false(gray_query_find(S("a=1"), S("b"), &v, scratch, sizeof scratch));
+  /* A value that does not fit the scratch space is not returned cut. */
+  assert_false(gray_query_find(S("a=0123456789"), S("a"), &v, scratch, 4));
+}
+
+static void test_ip_and_cidr(void **state) {
+  (void)state;
+  gray__cidr c;
+  uint8_t ip[16];
+  char msg[256];
+  assert_int_equal(gray__cidr_parse(S("10.0.0.0/8"), &c, msg, sizeof msg), GRAY_OK);
+  assert_true(gray__ip_parse("10.255.1.2", 10, ip));
+  assert_true(gray__cidr_match(&c, ip));
+  assert_true(gray__ip_parse("::ffff:10.1.2.3", 15, ip));
+  assert_true(gray__cidr_match(&c, ip));
+  assert_true(gray__ip_parse("11.0.0.1", 8, ip));
+  assert_false(gray__cidr_match(&c, ip));
+  assert_int_equal(gray__cidr_parse(S("2001:db8::/33"), &c, msg, sizeof msg), GRAY_OK);
+  assert_true(gray__ip_parse("2001:db8:7fff::1", 16, ip));
+  assert_true(gray__cidr_match(&c, ip));
+  assert_true(gray__ip_parse("2001:db8:8000::1", 16, ip));
+  assert_false(gray__cidr_match(&c, ip));
+  assert_int_equal(gray__cidr_parse(S("0.0.0.0/0"), &c, msg, sizeof msg), GRAY_OK);
+  assert_true(gray__ip_parse("1.2.3.4", 7, ip));
+  assert_true(gray__cidr_match(&c, ip));
+  /* An IPv4 /0 still means "any IPv4", not any IPv6. */
+  assert_true(gray__ip_parse("2001:db8::1", 11, ip));
+  assert_false(gray__cidr_match(&c, ip));
+  assert_int_equal(gray__cidr_parse(S("10.1.0.0/8"), &c, msg, sizeof msg), GRAY_ESCHEMA);
+  assert_non_null(strstr(msg, "host bits"));
+  assert_int_equal(gray__cidr_parse(S("10.0.0.0/33"), &c, msg, sizeof msg), GRAY_ESCHEMA);
+  assert_int_equal(gray__cidr_parse(S("10.0.0.0/08"), &c, msg, sizeof msg), GRAY_ESCHEMA);
+  assert_int_equal(gray__cidr_parse(S("10.0.0.0/"), &c, msg, sizeof msg), GRAY_ESCHEMA);
+  assert_int_equal(gray__cidr_parse(S("::1/129"), &c, msg, sizeof msg), GRAY_ESCHEMA);
+  assert_int_equal(gray__cidr_parse(S("example.com"), &c, msg, sizeof msg), GRAY_ESCHEMA);
+  assert_false(gray__ip_parse("1.2.3", 5, ip));
+  assert_false(gray__ip_parse("1.2.3.4\0", 8, ip));
+  assert_false(gray__ip_parse("", 0, ip));
+}
+
+static void test_numbers(void **state) {
+  (void)state;
+  double d;
+  assert_true(gray__parse_number("42", 2, &d));
+  assert_true(d == 42.0);
+  assert_true(gray__parse_number("-1.5", 4, &d));
+  assert_true(d == -1.5);
+  assert_true(gray__parse_number("+.25", 4, &d));
+  assert_true(d == 0.25);
+  assert_true(gray__parse_number("0.1", 3, &d));
+  assert_true(d == 0.1);
+  assert_false(gray__parse_number("", 0, &d));
+  assert_false(gray__parse_number("-", 1, &d));
+  assert_false(gray__parse_number("1e3", 3, &d));
+  assert_false(gray__parse_number("12a", 3, &d));
+  assert_false(gray__parse_number(" 1", 2, &d));
+  assert_false(gray__parse_number("1.2.3", 5, &d));
+  assert_true(gray__parse_number("123456789012345678901234567890", 30, &d));
+  assert_true(d > 1.2e29 && d < 1.3e29);
+}
+
+static void test_mod(void **state) {
+  (void)state;
+  uint64_t r;
+  assert_true(gray__parse_mod("1234", 4, 100, &r));
+  assert_int_equal(r, 34);
+  /* 10^40 + 7 mod 97, computed digit by digit: no overflow at any length. */
+  assert_true(gray__parse_mod("10000000000000000000000000000000000000007", 41, 97, &r));
+  uint64_t want = 1;
+  for (int i = 0; i < 40; i++) want = want * 10 % 97;
+  assert_int_equal(r, (want + 7) % 97);
+  assert_true(gray__parse_mod("18446744073709551615999", 23, 4294967295u, &r));
+  assert_false(gray__parse_mod("-5", 2, 10, &r));
+  assert_false(gray__parse_mod("", 0, 10, &r));
+  assert_false(gray__parse_mod("12x", 3, 10, &r));
+  assert_false(gray__parse_mod("1.0", 3, 10, &r));
+}
+
+static void test_err_table(void **state) {
+  (void)state;
+  assert_string_equal(gray_strerror(GRAY_OK), "success");
+  assert_string_equal(gray_strerror(GRAY_ESCHEMA), "invalid policy");
+  assert_string_equal(gray_err_name(GRAY_ELIMIT), "ELIMIT");
+  assert_string_equal(gray_err_name(-999), "EUNKNOWN");
+  assert_string_equal(gray_strerror(12345), "unknown error");
+  gray_error_t e;
+  char buf[64];
+  gray__error_set(&e, GRAY_ESCHEMA, "rules[0].name", "must not be empty");
+  assert_string_equal(gray_error_format(&e, buf, sizeof buf), "rules[0].name: must not be empty");
+  gray__error_set(&e, GRAY_EJSON, "", "bad");
+  assert_string_equal(gray_error_format(&e, buf, sizeof buf), "bad");
+  /* Truncates, never overflows. */
+  gray__error_set(&e, GRAY_ESCHEMA, "a.very.long.path", "and a long message here");
+  assert_int_equal(strlen(gray_error_format(&e, buf, 10)), 9);
+}
+
+static void test_quote(void **state) {
+  (void)state;
+  char out[128];
+  gray__quote("a\"b\n", 4, out, sizeof out);
+  assert_string_equal(out, "\"a\\\"b\\x0a\"");
+  char big[200];
+  memset(big, 'x', sizeof big);
+  gray__quote(big, sizeof big, out, sizeof out);
+  assert_non_null(strstr(out, "\"..."));
+  assert_true(strlen(out) < sizeof out);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_murmur3_vectors), cmocka_unit_test(test_percent_bucket_streams),
+      cmocka_unit_test(test_cookie_find),     cmocka_unit_test(test_query_find),
+      cmocka_unit_test(test_ip_and_cidr),     cmocka_unit_test(test_numbers),
+      cmocka_unit_test(test_mod),             cmocka_unit_test(test_err_table),
+      cmocka_unit_test(test_quote),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
