@@ -106,7 +106,9 @@ static int rx_run(const gray__node *n, gray_str_t v, unsigned char *buf, size_t 
   if (!g) return -1;
   pcre2_match_data *md = pcre2_match_data_create(1, g);
   if (!md) return -1;
-  int rc = pcre2_match(n->re, (PCRE2_SPTR)(v.p ? v.p : ""), v.len, 0, 0, md, n->mctx);
+  PCRE2_SPTR subj = (PCRE2_SPTR)(v.p ? v.p : "");
+  int rc = n->jit ? pcre2_jit_match(n->re, subj, v.len, 0, 0, md, n->mctx)
+                  : pcre2_match(n->re, subj, v.len, 0, 0, md, n->mctx);
   /* Nothing to free: all of it lives in buf. */
   if (rc >= 0) return 1;
   if (rc == PCRE2_ERROR_NOMATCH) return 0;
@@ -121,8 +123,7 @@ static __attribute__((noinline)) int rx_match_interp(const gray__node *n, gray_s
 }
 
 static int rx_match(const gray__node *n, gray_str_t v) {
-  size_t jit = 0;
-  if (pcre2_pattern_info(n->re, PCRE2_INFO_JITSIZE, &jit) == 0 && jit > 0) {
+  if (n->jit) {
     _Alignas(16) unsigned char buf[1024];
     return rx_run(n, v, buf, sizeof buf);
   }

@@ -79,6 +79,7 @@ struct gray__node {
   gray__strset *set;     /* in */
   pcre2_code *re;
   pcre2_match_context *mctx;
+  int jit;               /* re was JIT-compiled */
   double num;            /* lt le gt ge */
   uint64_t divisor;      /* mod */
   gray__mod_kind mod_kind;

@@ -266,7 +266,7 @@ int gray__regex_compile(gray_policyset_t *set, gray__node *n, gray_str_t pattern
   }
   /* JIT is an optimisation: a failure (for example no JIT on this CPU, or
    * out of executable memory) leaves the interpreter in charge. */
-  (void)pcre2_jit_compile(re, PCRE2_JIT_COMPLETE);
+  n->jit = pcre2_jit_compile(re, PCRE2_JIT_COMPLETE) == 0;
   pcre2_match_context *mctx = pcre2_match_context_create(set->gctx);
   if (!mctx) {
     pcre2_code_free(re);
