@@ -33,7 +33,9 @@ GRAY_EXTERN int gray_policyset_load_file(const char *path, int flags,
  *    "cookies": same shape, "params": same shape (decoded values),
  *    "query": "raw=query&string", "ip": "...", "tag": "...", "path": "...",
  *    "method": "...", "host": "..."}
- * Every key is optional; unknown keys are refused. The request borrows the
+ * Every key is optional; unknown keys are refused. A "cookies" (or "params")
+ * key, even an empty one, replaces the Cookie header (or the query) as the
+ * source of cookies (params). The request borrows the
  * strings of `obj` and keeps a reference to it. */
 typedef struct gray_json_request_s gray_json_request_t;
 

@@ -18,7 +18,7 @@ GRAY_BEGIN_DECLS
 #define GRAY_POLICIES_MAX 10000             /* policies in one set */
 #define GRAY_RULES_MAX 1000                 /* rules in one policy */
 #define GRAY_CONDITIONS_MAX 10000           /* condition nodes in one policy */
-#define GRAY_DEPTH_MAX 16                   /* nesting of all/any/not */
+#define GRAY_DEPTH_MAX 16 /* levels of condition nodes; the top of `when` is 1 */
 #define GRAY_VALUES_MAX 10000               /* entries of one value list */
 #define GRAY_VALUE_LEN_MAX 4096             /* bytes of one string value */
 #define GRAY_NAME_LEN_MAX 63                /* service, version, tag, rule */

@@ -1,5 +1,7 @@
 /* Matching primitives: IP/CIDR, numbers, mod, string sets. */
 #include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/model.h"
@@ -95,42 +97,40 @@ int gray__cidr_match(const gray__cidr *c, const uint8_t ip[16]) {
   return 1;
 }
 
+/* Decimal text ("-12", "3.5", "+.5") to the nearest double, the same value
+ * jansson gives the policy's number, so equal text compares equal. Short
+ * inputs take Clinger's exact fast path (mantissa below 2^53, one exact
+ * power of ten); the rest go through strtod on an exponent form
+ * ("123456e-3"), which no locale's decimal point can change. */
 int gray__parse_number(const char *p, size_t len, double *out) {
-  size_t i = 0;
-  int neg = 0, digits = 0;
-  uint64_t mant = 0;
-  int exp10 = 0;
-  if (i < len && (p[i] == '-' || p[i] == '+')) neg = p[i++] == '-';
-  for (; i < len && p[i] >= '0' && p[i] <= '9'; i++, digits++) {
-    if (mant < 100000000000000000ull)
-      mant = mant * 10 + (uint64_t)(p[i] - '0');
-    else
-      exp10++;
-  }
-  if (i < len && p[i] == '.') {
-    i++;
-    for (; i < len && p[i] >= '0' && p[i] <= '9'; i++, digits++) {
-      if (mant < 100000000000000000ull) {
-        mant = mant * 10 + (uint64_t)(p[i] - '0');
-        exp10--;
-      }
-    }
-  }
-  if (!digits || i != len || exp10 > 300) return 0;
-  double v = (double)mant;
-  /* Exact powers of ten up to 1e22 keep common decimals exact enough. */
   static const double pow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
                                  1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
                                  1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
-  while (exp10 > 0) {
-    int s = exp10 > 22 ? 22 : exp10;
-    v *= pow10[s];
-    exp10 -= s;
+  char buf[GRAY__NUMBER_TEXT_MAX + 16];
+  size_t i = 0, o = 0, nd = 0, frac = 0;
+  int neg = 0;
+  uint64_t mant = 0;
+  if (len > GRAY__NUMBER_TEXT_MAX) return 0;
+  if (i < len && (p[i] == '-' || p[i] == '+')) neg = p[i++] == '-';
+  for (; i < len && p[i] >= '0' && p[i] <= '9'; i++, nd++) {
+    mant = mant * 10 + (uint64_t)(p[i] - '0');
+    buf[o++] = p[i];
   }
-  while (exp10 < 0) {
-    int s = -exp10 > 22 ? 22 : -exp10;
-    v /= pow10[s];
-    exp10 += s;
+  if (i < len && p[i] == '.') {
+    for (i++; i < len && p[i] >= '0' && p[i] <= '9'; i++, nd++, frac++) {
+      mant = mant * 10 + (uint64_t)(p[i] - '0');
+      buf[o++] = p[i];
+    }
+  }
+  if (!nd || i != len) return 0;
+  double v;
+  if (nd <= 15 && frac <= 22) {
+    /* Fewer than 16 digits: mant < 10^15 < 2^53 is exact. */
+    v = (double)mant / pow10[frac];
+  } else {
+    int n = snprintf(buf + o, sizeof buf - o, "e-%zu", frac);
+    if (n < 0 || (size_t)n >= sizeof buf - o) return 0;
+    v = strtod(buf, NULL);
   }
   *out = neg ? -v : v;
   return 1;

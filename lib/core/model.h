@@ -136,7 +136,9 @@ int gray__regex_compile(gray_policyset_t *set, gray__node *n, gray_str_t pattern
  * Duplicates are allowed and collapse. */
 int gray__strset_build(gray__arena *a, gray__node *n, const gray_str_t *values, size_t count);
 int gray__strset_has(const gray__strset *s, const char *p, size_t len);
-/* Parse a decimal number from an attribute value. 1 ok, 0 not a number. */
+/* Parse a decimal number from an attribute value (at most
+ * GRAY__NUMBER_TEXT_MAX bytes). 1 ok, 0 not a number. */
+#define GRAY__NUMBER_TEXT_MAX 400
 int gray__parse_number(const char *p, size_t len, double *out);
 /* Value mod divisor for an all-digit string; 1 ok, 0 not a non-negative
  * integer. Any length. */

@@ -214,7 +214,7 @@ int gray__attr_parse(gray__arena *a, gray_str_t text, gray__node *n, char *msg, 
     for (size_t i = 0; i < len; i++) {
       unsigned char c = (unsigned char)name[i];
       int ok = attr_kinds[k].attr == GRAY_ATTR_PARAM
-                   ? (c > 0x20 && c < 0x7f && c != '&' && c != '=' && c != '#')
+                   ? (c >= 0x20 && c != 0x7f && c != '&' && c != '=' && c != '#')
                    : is_tchar(c);
       if (!ok) {
         gray__quote(text.p, text.len, q, sizeof q);

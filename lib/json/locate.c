@@ -74,6 +74,70 @@ void gray__jpath_pop(gray__jpath *p, size_t mark) {
 
 #define LOCATE_DEPTH 64
 
+static int hex4(const char *p, size_t n, unsigned *out) {
+  unsigned v = 0;
+  if (n < 4) return 0;
+  for (int i = 0; i < 4; i++) {
+    char c = p[i];
+    v <<= 4;
+    if (c >= '0' && c <= '9') v |= (unsigned)(c - '0');
+    else if (c >= 'a' && c <= 'f') v |= (unsigned)(c - 'a' + 10);
+    else if (c >= 'A' && c <= 'F') v |= (unsigned)(c - 'A' + 10);
+    else return 0;
+  }
+  *out = v;
+  return 1;
+}
+
+/* Decode a JSON string body (escapes as written) into out, so a key in an
+ * error path reads as it does in every other message. Returns the length;
+ * stops quietly at the buffer's end or at a malformed escape. */
+static size_t unescape(const char *p, size_t n, char *out, size_t cap) {
+  size_t o = 0;
+  for (size_t i = 0; i < n && o + 4 < cap; i++) {
+    if (p[i] != '\\') {
+      out[o++] = p[i];
+      continue;
+    }
+    if (++i >= n) break;
+    switch (p[i]) {
+      case 'b': out[o++] = '\b'; break;
+      case 'f': out[o++] = '\f'; break;
+      case 'n': out[o++] = '\n'; break;
+      case 'r': out[o++] = '\r'; break;
+      case 't': out[o++] = '\t'; break;
+      case 'u': {
+        unsigned cp, lo;
+        if (!hex4(p + i + 1, n - i - 1, &cp)) return o;
+        i += 4;
+        if (cp >= 0xd800 && cp < 0xdc00 && i + 6 < n && p[i + 1] == '\\' && p[i + 2] == 'u' &&
+            hex4(p + i + 3, n - i - 3, &lo) && lo >= 0xdc00 && lo < 0xe000) {
+          cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+          i += 6;
+        }
+        if (cp < 0x80) {
+          out[o++] = (char)cp;
+        } else if (cp < 0x800) {
+          out[o++] = (char)(0xc0 | (cp >> 6));
+          out[o++] = (char)(0x80 | (cp & 0x3f));
+        } else if (cp < 0x10000) {
+          out[o++] = (char)(0xe0 | (cp >> 12));
+          out[o++] = (char)(0x80 | ((cp >> 6) & 0x3f));
+          out[o++] = (char)(0x80 | (cp & 0x3f));
+        } else {
+          out[o++] = (char)(0xf0 | (cp >> 18));
+          out[o++] = (char)(0x80 | ((cp >> 12) & 0x3f));
+          out[o++] = (char)(0x80 | ((cp >> 6) & 0x3f));
+          out[o++] = (char)(0x80 | (cp & 0x3f));
+        }
+        break;
+      }
+      default: out[o++] = p[i]; break; /* \" \\ \/ */
+    }
+  }
+  return o;
+}
+
 typedef struct frame {
   int array;
   size_t index;
@@ -133,7 +197,8 @@ static void locate(const char *buf, size_t pos, gray__jpath *out) {
       /* "[" just opened with nothing in it yet still names element 0. */
       gray__jpath_index(out, st[d].index);
     } else if (st[d].have_key) {
-      jpath_key_n(out, st[d].key, st[d].keylen);
+      char key[GRAY_ERROR_PATH_MAX];
+      jpath_key_n(out, key, unescape(st[d].key, st[d].keylen, key, sizeof key));
     } else {
       break;
     }
@@ -177,7 +242,7 @@ int gray__read_file(const char *path, size_t max, char **out, size_t *len, gray_
   }
   if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (size_t)st.st_size > max) {
     close(fd);
-    snprintf(msg, sizeof msg, "%s is %lld bytes, over the limit of %zu bytes", path,
+    snprintf(msg, sizeof msg, "document is %lld bytes, over the limit of %zu bytes",
              (long long)st.st_size, max);
     gray__error_set(err, GRAY_ETOOBIG, "", msg);
     return GRAY_ETOOBIG;
@@ -207,7 +272,7 @@ int gray__read_file(const char *path, size_t max, char **out, size_t *len, gray_
   }
   close(fd);
   if (n > max) {
-    snprintf(msg, sizeof msg, "%s is over the limit of %zu bytes", path, max);
+    snprintf(msg, sizeof msg, "document is over the limit of %zu bytes", max);
     gray__error_set(err, GRAY_ETOOBIG, "", msg);
     gray__free(buf);
     return GRAY_ETOOBIG;

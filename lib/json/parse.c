@@ -560,7 +560,7 @@ int gray_policyset_parse(const char *buf, size_t len, int flags, gray_policyset_
   *out = NULL;
   if (!buf) return fail(&c, GRAY_EINVAL, "no input");
   if (len > GRAY_POLICY_FILE_MAX)
-    return fail(&c, GRAY_ETOOBIG, "input is %zu bytes, over the limit of %d bytes", len, GRAY_POLICY_FILE_MAX);
+    return fail(&c, GRAY_ETOOBIG, "document is %zu bytes, over the limit of %d bytes", len, GRAY_POLICY_FILE_MAX);
   json_t *root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
   if (!root) return gray__json_syntax_error(buf, len, &jerr, err);
   c.set = gray__set_new();

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# make bench: every benchmark, printing `name: value` lines.
+# bench/eval: graylane's evaluator vs unleash-client's local evaluation on the
+# same reference policy and request mix, alternated A B A B in one run; the
+# figures are medians of the rounds and the ratio of the medians.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=${BUILD:-$root/build}
+rounds=${BENCH_ALTERNATIONS:-3}
+
+median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+
+echo "# bench/eval ($rounds alternations)"
+"$build/bin/bench_eval" --write-expected "$build/expected.jsonl" --rounds 1 --passes 1 \
+  "$root/bench/eval" >/dev/null
+if [ ! -d "$root/bench/eval/unleash/node_modules" ]; then
+  (cd "$root/bench/eval/unleash" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi
+c_ns=(); u_ns=(); allocs=0
+for i in $(seq "$rounds"); do
+  out=$("$build/bin/bench_eval" "$root/bench/eval" 2>/dev/null)
+  c_ns+=("$(awk -F': ' '/^eval_ns_per_decision:/ {print $2}' <<<"$out")")
+  allocs=$(awk -F': ' '/^eval_allocations_per_decision:/ {print $2}' <<<"$out")
+  uout=$(cd "$root/bench/eval/unleash" && node bench.js --expected="$build/expected.jsonl" 2>/dev/null)
+  u_ns+=("$(awk -F': ' '/^unleash_ns_per_decision:/ {print $2}' <<<"$uout")")
+  agree=$(awk -F': ' '/^unleash_agreement_nonpercent_pct:/ {print $2}' <<<"$uout")
+  echo "# alternation $i: graylane ${c_ns[-1]} ns, unleash ${u_ns[-1]} ns"
+done
+cm=$(printf '%s\n' "${c_ns[@]}" | median)
+um=$(printf '%s\n' "${u_ns[@]}" | median)
+echo "eval_ns_per_decision: $cm"
+echo "eval_allocations_per_decision: $allocs"
+echo "unleash_ns_per_decision: $um"
+echo "unleash_agreement_nonpercent_pct: ${agree:-n/a}"
+awk -v u="$um" -v c="$cm" 'BEGIN {printf "eval_speedup_vs_unleash: %.1f\n", u / c}'
