@@ -141,10 +141,13 @@ int gray__parse_mod(const char *p, size_t len, uint64_t divisor, uint64_t *rem) 
   if (len == 0 || divisor == 0) return 0;
   for (size_t i = 0; i < len; i++) {
     if (p[i] < '0' || p[i] > '9') return 0;
-    /* divisor is capped at 2^32 by the parser, so this cannot overflow. */
-    r = (r * 10 + (uint64_t)(p[i] - '0')) % divisor;
+    r = r * 10 + (uint64_t)(p[i] - '0');
+    /* Reduce only when the next step could overflow: the divisor is at
+     * most 2^32, so a reduced r times 10 plus 9 stays far below 2^63 and a
+     * typical id needs a single division. */
+    if (r >= (UINT64_C(1) << 59)) r %= divisor;
   }
-  *rem = r;
+  *rem = r % divisor;
   return 1;
 }
 

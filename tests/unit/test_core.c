@@ -58,6 +58,8 @@ static void test_cookie_find(void **state) {
   assert_true(gray_cookie_find(S("e="), S("e"), &v));
   assert_int_equal(v.len, 0);
   assert_false(gray_cookie_find(S("noequals; k"), S("k"), &v));
+  gray_str_t none = {NULL, 0};
+  assert_false(gray_cookie_find(none, S("k"), &v));
 }
 
 static void test_query_find(void **state) {
@@ -77,6 +79,8 @@ static void test_query_find(void **state) {
   assert_false(gray_query_find(S("a=1"), S("b"), &v, scratch, sizeof scratch));
   /* A value that does not fit the scratch space is not returned cut. */
   assert_false(gray_query_find(S("a=0123456789"), S("a"), &v, scratch, 4));
+  gray_str_t none = {NULL, 0};
+  assert_false(gray_query_find(none, S("a"), &v, scratch, sizeof scratch));
 }
 
 static void test_ip_and_cidr(void **state) {
@@ -131,6 +135,11 @@ static void test_numbers(void **state) {
   assert_false(gray__parse_number("12a", 3, &d));
   assert_false(gray__parse_number(" 1", 2, &d));
   assert_false(gray__parse_number("1.2.3", 5, &d));
+  /* 16+ significant digits round exactly as a JSON parser does. */
+  assert_true(gray__parse_number("988701.8684863687", 17, &d));
+  assert_true(d == 988701.8684863687);
+  assert_true(gray__parse_number("0.30000000000000004", 19, &d));
+  assert_true(d == 0.30000000000000004);
   assert_true(gray__parse_number("123456789012345678901234567890", 30, &d));
   assert_true(d > 1.2e29 && d < 1.3e29);
 }
@@ -150,6 +159,11 @@ static void test_mod(void **state) {
   assert_false(gray__parse_mod("", 0, 10, &r));
   assert_false(gray__parse_mod("12x", 3, 10, &r));
   assert_false(gray__parse_mod("1.0", 3, 10, &r));
+  /* Past 2^59 the running value is reduced; the result must not change. */
+  assert_true(gray__parse_mod("99999999999999999999999999999999", 32, 4294967291u, &r));
+  uint64_t w = 0;
+  for (int i = 0; i < 32; i++) w = (w * 10 + 9) % 4294967291u;
+  assert_int_equal(r, w);
 }
 
 static void test_err_table(void **state) {
