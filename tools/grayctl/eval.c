@@ -43,7 +43,7 @@ int grayctl_check(int argc, char **argv) {
   int rc = load(argv[1], &set);
   if (rc) return rc;
   size_t n = gray_policyset_count(set);
-  printf("ok: %zu %s\n", n, n == 1 ? "policy" : "policies");
+  printf("ok: %zu policies\n", n);
   gray_policyset_release(set);
   return GRAYCTL_OK;
 }
