@@ -29,7 +29,7 @@ check-asan: $(ASAN_BUILD)/CMakeCache.txt
 	cmake --build $(ASAN_BUILD) -j$(JOBS)
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	  ctest --output-on-failure -j$(JOBS) -L 'unit|data|fuzz'
+	  ctest --output-on-failure -j$(JOBS) -L "unit|data|fuzz|integration"
 
 check-slow: deps all
 	cd $(BUILD) && ctest --output-on-failure -L slow
@@ -44,7 +44,7 @@ bench: deps all
 # build-fuzz/corpus/, seeds stay in tests/fuzz/corpus/.
 fuzz-build:
 	CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGRAY_FUZZ=ON -DGRAY_BENCH=OFF $(CMAKE_FLAGS)
-	cmake --build $(FUZZ_BUILD) -j$(JOBS) --target fuzz_policy
+	cmake --build $(FUZZ_BUILD) -j$(JOBS) --target fuzz_policy fuzz_http
 
 fuzz: deps fuzz-build
 	scripts/fuzz.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)

@@ -10,6 +10,11 @@ packages=(
   libpcre2-dev                       # regex in the core evaluator
   libjansson-dev                     # JSON front-end
   libcmocka-dev                      # unit tests
+  libevent-dev libssl-dev            # grayd: event loop, HTTP server, TLS, token hashes
+  libsqlite3-dev sqlite3             # grayd's embedded store (sqlite3: integrity checks in tests)
+  libcurl4-openssl-dev               # grayctl's client side (and the SDK later)
+  python3 curl openssl               # integration tests (standard library only; openssl makes test certificates)
+  etcd-server                        # bench/grayd: etcd as the watch peer
   nodejs npm                         # unleash-client peer benchmark (bench/eval)
 )
 

@@ -1,0 +1,300 @@
+/* /v1/services: the registry API. Instances are ephemeral; register,
+ * change, deregister and eviction are revisions like any other change. */
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/api.h"
+#include "core/model.h"
+#include "registry/registry.h"
+#include "watch/watch.h"
+
+#define META_MAX_KEYS 32
+#define META_MAX_BYTES 4096
+
+static int valid_host(const char *h) {
+  unsigned char buf[16];
+  size_t n = strlen(h);
+  if (inet_pton(AF_INET, h, buf) == 1 || inet_pton(AF_INET6, h, buf) == 1) return 1;
+  if (n == 0 || n > 253) return 0;
+  size_t label = 0;
+  for (size_t i = 0; i < n; i++) {
+    char c = h[i];
+    if (c == '.') {
+      if (label == 0 || h[i - 1] == '-') return 0;
+      label = 0;
+      continue;
+    }
+    int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-';
+    if (!ok || (label == 0 && c == '-') || ++label > 63) return 0;
+  }
+  return label > 0 && h[n - 1] != '-';
+}
+
+static int check_name(gd_call *c, const char *what, const char *v) {
+  char msg[GRAY_ERROR_TEXT_MAX], full[GRAY_ERROR_TEXT_MAX + 32];
+  gray_str_t s = {v, strlen(v)};
+  if (gray__check_name(s, msg, sizeof msg) == GRAY_OK) return 1;
+  snprintf(full, sizeof full, "%s: %s", what, msg);
+  gd_reply_error(c, 400, "EINVAL", "", full);
+  return 0;
+}
+
+static void bad_body(gd_call *c, const char *path, const char *msg) {
+  gd_audit(c->s, gd_call_actor(c), "instance.put", c->seg[0], 400, msg, 0);
+  gd_reply_error(c, 400, "ESCHEMA", path, msg);
+}
+
+static int meta_equal(json_t *a, json_t *b) {
+  if (!a || json_object_size(a) == 0) return !b || json_object_size(b) == 0;
+  return b && json_equal(a, b);
+}
+
+static json_t *instance_event(const gd_instance *in) { return gd_instance_json(in, gd_mono_ms()); }
+
+static void do_register(gd_call *c, const char *service, const char *id) {
+  gd_state *s = c->s;
+  size_t len;
+  const char *body = gd_req_body(c->req, &len);
+  json_error_t jerr;
+  json_t *j = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+  if (!j || !json_is_object(j)) {
+    char msg[300];
+    snprintf(msg, sizeof msg, "body must be a JSON object: %s", j ? "not an object" : jerr.text);
+    json_decref(j);
+    bad_body(c, "", msg);
+    return;
+  }
+  const char *key;
+  json_t *v;
+  json_object_foreach(j, key, v) {
+    if (strcmp(key, "address") && strcmp(key, "port") && strcmp(key, "version") && strcmp(key, "metadata") &&
+        strcmp(key, "ttl_s")) {
+      bad_body(c, key, "unknown key (allowed: address, port, version, metadata, ttl_s)");
+      json_decref(j); /* after the reply: key lives in j */
+      return;
+    }
+  }
+  json_t *addr = json_object_get(j, "address"), *port = json_object_get(j, "port"),
+         *ver = json_object_get(j, "version"), *meta = json_object_get(j, "metadata"),
+         *ttl = json_object_get(j, "ttl_s");
+  const char *err_path = NULL, *err_msg = NULL;
+  char msg[GRAY_ERROR_TEXT_MAX];
+  if (!json_is_string(addr) || !valid_host(json_string_value(addr)) ||
+      strlen(json_string_value(addr)) != json_string_length(addr)) {
+    err_path = "address";
+    err_msg = "must be an IP address or a host name";
+  } else if (!json_is_integer(port) || json_integer_value(port) < 1 || json_integer_value(port) > 65535) {
+    err_path = "port";
+    err_msg = "must be an integer from 1 to 65535";
+  } else if (!json_is_string(ver)) {
+    err_path = "version";
+    err_msg = "must be a version name (a string)";
+  } else {
+    gray_str_t vs = {json_string_value(ver), json_string_length(ver)};
+    if (gray__check_name(vs, msg, sizeof msg) != GRAY_OK) {
+      err_path = "version";
+      err_msg = msg;
+    }
+  }
+  int ttl_s = s->cfg.default_ttl_s;
+  if (!err_path && ttl) {
+    if (!json_is_integer(ttl) || json_integer_value(ttl) < 1 || json_integer_value(ttl) > 3600) {
+      err_path = "ttl_s";
+      err_msg = "must be an integer from 1 to 3600 (seconds)";
+    } else {
+      ttl_s = (int)json_integer_value(ttl);
+    }
+  }
+  if (!err_path && meta && !json_is_null(meta)) {
+    size_t bytes = 0;
+    if (!json_is_object(meta) || json_object_size(meta) > META_MAX_KEYS) {
+      err_path = "metadata";
+      err_msg = "must be an object of at most 32 string values";
+    } else {
+      json_object_foreach(meta, key, v) {
+        if (!json_is_string(v)) {
+          err_path = "metadata";
+          err_msg = "values must be strings";
+          break;
+        }
+        bytes += strlen(key) + json_string_length(v);
+      }
+      if (!err_path && bytes > META_MAX_BYTES) {
+        err_path = "metadata";
+        err_msg = "is larger than 4096 bytes";
+      }
+    }
+  }
+  if (err_path) {
+    bad_body(c, err_path, err_msg);
+    json_decref(j);
+    return;
+  }
+  gd_instance *in = gd_registry_find(s->registry, service, id);
+  const char *a = json_string_value(addr), *vv = json_string_value(ver);
+  int p = (int)json_integer_value(port);
+  json_t *m = meta && !json_is_null(meta) ? meta : NULL;
+  int same = in && !strcmp(in->address, a) && in->port == p && !strcmp(in->version, vv) &&
+             in->ttl_s == ttl_s && meta_equal(in->metadata, m);
+  int64_t rev = in ? in->revision : 0;
+  if (!same) {
+    gray_error_t err;
+    if (gd_next_revision(s, &rev, &err) != 0) {
+      json_decref(j);
+      gd_reply_error(c, 503, "EIO", "", "the store failed to reserve revisions");
+      return;
+    }
+    if (!in) in = gd_registry_add(s->registry, service, id);
+    free(in->address);
+    free(in->version);
+    in->address = strdup(a);
+    in->version = strdup(vv);
+    if (!in->address || !in->version) abort();
+    in->port = p;
+    in->ttl_s = ttl_s;
+    json_decref(in->metadata);
+    in->metadata = m ? json_incref(m) : NULL;
+    in->revision = rev;
+  }
+  in->expires_ms = gd_mono_ms() + (int64_t)ttl_s * 1000;
+  if (!same) {
+    gd_watch_event(s->watch, rev, "instance.put", service, id, "instance", instance_event(in));
+    gd_audit(s, gd_call_actor(c), "instance.put", service, 200, id, 0);
+  }
+  json_decref(j);
+  gd_reply_json(c, 200,
+                json_pack("{s:s,s:s,s:I,s:i}", "service", service, "id", id, "revision", (json_int_t)rev,
+                          "ttl_s", ttl_s),
+                NULL);
+}
+
+static void drop(gd_state *s, gd_instance *in, const char *type) {
+  int64_t rev;
+  gray_error_t err;
+  if (gd_next_revision(s, &rev, &err) != 0) {
+    gd_log("error", "registry: cannot reserve a revision: %s", err.message);
+    rev = s->revision; /* keep memory consistent; the event shares the revision */
+  }
+  char *service = strdup(in->service), *id = strdup(in->id);
+  if (!service || !id) abort();
+  gd_registry_remove(s->registry, in);
+  gd_watch_event(s->watch, rev, type, service, id, NULL, NULL);
+  free(service);
+  free(id);
+}
+
+static void expire_one(void *ctx, gd_instance *in) {
+  gd_state *s = ctx;
+  gd_log("info", "registry: %s/%s missed its %d s TTL: evicted", in->service, in->id, in->ttl_s);
+  s->metrics.evictions++;
+  drop(s, in, "instance.expire");
+}
+
+void gd_registry_sweep(gd_state *s);
+void gd_registry_sweep(gd_state *s) { gd_registry_expire(s->registry, gd_mono_ms(), expire_one, s); }
+
+static void list_services(gd_call *c) {
+  gd_service_list *sl;
+  size_t n = gd_registry_services(c->s->registry, &sl);
+  json_t *arr = json_array();
+  for (size_t i = 0; i < n; i++) {
+    json_t *versions = json_object();
+    for (gd_instance *in = sl[i].head; in; in = in->snext) {
+      json_t *cnt = json_object_get(versions, in->version);
+      json_object_set_new(versions, in->version, json_integer(cnt ? json_integer_value(cnt) + 1 : 1));
+    }
+    json_array_append_new(arr, json_pack("{s:s,s:I,s:o}", "service", sl[i].service, "instances",
+                                         (json_int_t)sl[i].count, "versions", versions));
+  }
+  gd_reply_json(c, 200, json_pack("{s:I,s:o}", "revision", (json_int_t)c->s->revision, "services", arr), NULL);
+}
+
+static void list_instances(gd_call *c, const char *service) {
+  char version[80];
+  int want = gd_req_query_param(c->req, "version", version, sizeof version);
+  json_t *arr = json_array();
+  gd_service_list *sl = gd_registry_service(c->s->registry, service);
+  int64_t now = gd_mono_ms();
+  for (gd_instance *in = sl ? sl->head : NULL; in; in = in->snext) {
+    if (want && strcmp(in->version, version)) continue;
+    json_array_append_new(arr, gd_instance_json(in, now));
+  }
+  gd_reply_json(c, 200,
+                json_pack("{s:I,s:s,s:o}", "revision", (json_int_t)c->s->revision, "service", service,
+                          "instances", arr),
+                NULL);
+}
+
+void gd_api_services(gd_call *c) {
+  const char *m = gd_req_method(c->req);
+  if (c->nseg == 0) {
+    if (strcmp(m, "GET")) {
+      gd_reply_error(c, 405, "EMETHOD", "", "use GET /v1/services");
+      return;
+    }
+    list_services(c);
+    return;
+  }
+  const char *service = c->seg[0];
+  if (!check_name(c, "service", service)) return;
+  if (c->nseg == 1 || strcmp(c->seg[1], "instances")) {
+    gd_reply_error(c, 404, "ENOTFOUND", "", "no such route (try /v1/services/{service}/instances)");
+    return;
+  }
+  if (c->nseg == 2) {
+    if (strcmp(m, "GET")) {
+      gd_reply_error(c, 405, "EMETHOD", "", "use GET on .../instances");
+      return;
+    }
+    list_instances(c, service);
+    return;
+  }
+  const char *id = c->seg[2];
+  if (!check_name(c, "instance id", id)) return;
+  gd_instance *in = gd_registry_find(c->s->registry, service, id);
+  if (c->nseg == 3) {
+    if (!strcmp(m, "PUT")) {
+      do_register(c, service, id);
+      return;
+    }
+    if (!strcmp(m, "DELETE")) {
+      if (!in) {
+        gd_audit(c->s, gd_call_actor(c), "instance.delete", service, 404, id, 0);
+        gd_reply_error(c, 404, "ENOTFOUND", "", "no such instance");
+        return;
+      }
+      drop(c->s, in, "instance.delete");
+      gd_audit(c->s, gd_call_actor(c), "instance.delete", service, 200, id, 0);
+      gd_reply_json(c, 200, json_pack("{s:I}", "revision", (json_int_t)c->s->revision), NULL);
+      return;
+    }
+    if (!strcmp(m, "GET")) {
+      if (!in) {
+        gd_reply_error(c, 404, "ENOTFOUND", "", "no such instance");
+        return;
+      }
+      gd_reply_json(c, 200, gd_instance_json(in, gd_mono_ms()), NULL);
+      return;
+    }
+    gd_reply_error(c, 405, "EMETHOD", "", "use PUT, GET or DELETE on an instance");
+    return;
+  }
+  if (c->nseg == 4 && !strcmp(c->seg[3], "heartbeat")) {
+    if (strcmp(m, "PUT") && strcmp(m, "POST")) {
+      gd_reply_error(c, 405, "EMETHOD", "", "use PUT on .../heartbeat");
+      return;
+    }
+    if (!in) {
+      /* The client registers again: that is how a restarted grayd, or an
+       * evicted instance, gets its registry back. */
+      gd_reply_error(c, 404, "ENOTFOUND", "", "unknown instance: register it again");
+      return;
+    }
+    in->expires_ms = gd_mono_ms() + (int64_t)in->ttl_s * 1000;
+    gd_reply_json(c, 200, json_pack("{s:i}", "ttl_s", in->ttl_s), NULL);
+    return;
+  }
+  gd_reply_error(c, 404, "ENOTFOUND", "", "no such route");
+}

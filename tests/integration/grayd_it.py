@@ -1,0 +1,744 @@
+#!/usr/bin/env python3
+"""grayd integration tests against a real grayd on 127.0.0.1 (port 0).
+
+    grayd_it.py GRAYD GRAYCTL [TEST ...]
+
+Each test starts what it needs, asserts through real HTTP, and stops grayd
+by PID. Prints one line per failure and `N passed, M failed` at the end.
+Standard library only.
+"""
+import hashlib
+import http.client
+import json
+import os
+import random
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+
+GRAYD = os.path.abspath(sys.argv[1])
+GRAYCTL = os.path.abspath(sys.argv[2])
+ONLY = set(sys.argv[3:])
+TESTS = []
+
+
+def test(fn):
+    TESTS.append(fn)
+    return fn
+
+
+class Fail(Exception):
+    pass
+
+
+def check(cond, what):
+    if not cond:
+        raise Fail(what)
+
+
+class Grayd:
+    """One grayd process with its own data directory."""
+
+    def __init__(self, tmp, args=(), tokens=None, dev=True, data=None):
+        self.tmp = tmp
+        self.data = data or os.path.join(tmp, "grayd.db")
+        self.log = os.path.join(tmp, "grayd-%d.log" % random.randrange(1 << 30))
+        cmd = [GRAYD, "--listen", "127.0.0.1:0", "--data", self.data]
+        self.tokens = {}
+        if tokens:
+            path = os.path.join(tmp, "tokens")
+            with open(path, "w") as f:
+                for name, role in tokens:
+                    secret = secrets.token_hex(16)
+                    self.tokens[name] = secret
+                    f.write("%s %s sha256:%s\n" % (name, role, hashlib.sha256(secret.encode()).hexdigest()))
+            cmd += ["--tokens", path]
+        elif dev:
+            cmd.append("--dev")
+        cmd += list(args)
+        self.errf = open(self.log, "w")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.errf)
+        self.port = None
+        self.token = None
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            text = open(self.log).read()
+            m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", text)
+            t = re.search(r"dev admin token: (\w+)", text)
+            if t:
+                self.token = t.group(1)
+            if m:
+                self.port = int(m.group(1))
+                break
+            if self.proc.poll() is not None:
+                raise Fail("grayd exited at start: " + text[-500:])
+            time.sleep(0.02)
+        if not self.port:
+            raise Fail("grayd did not start: " + open(self.log).read()[-500:])
+        if not self.token and self.tokens:
+            self.token = next(iter(self.tokens.values()))
+
+    def conn(self, timeout=10):
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+
+    def req(self, method, path, body=None, token="default", headers=None, timeout=10):
+        h = dict(headers or {})
+        tok = self.token if token == "default" else token
+        if tok:
+            h["Authorization"] = "Bearer " + tok
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body)
+        if isinstance(body, str):
+            body = body.encode()
+        c = self.conn(timeout)
+        try:
+            c.request(method, path, body=body, headers=h)
+            r = c.getresponse()
+            data = r.read()
+            try:
+                doc = json.loads(data) if data else None
+            except ValueError:
+                doc = data.decode(errors="replace")
+            return r.status, dict((k.lower(), v) for k, v in r.getheaders()), doc
+        finally:
+            c.close()
+
+    def alive(self):
+        try:
+            return self.req("GET", "/healthz", token=None)[0] == 200
+        except OSError:
+            return False
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.errf.close()
+        return self.proc.returncode
+
+
+def policy(service="order", default="v1", rules=None):
+    return {"service": service, "default": default, "rules": rules or []}
+
+
+RULE_BETA = {"name": "testers", "route": "v2", "tag": "beta",
+             "when": {"attr": "header:x-gray", "op": "eq", "value": "1"}}
+
+
+# ---------------------------------------------------------------- basics
+
+@test
+def t_start_refuses_without_tokens(tmp):
+    p = subprocess.run([GRAYD, "--listen", "127.0.0.1:0", "--data", os.path.join(tmp, "x.db")],
+                       capture_output=True, text=True, timeout=10)
+    check(p.returncode == 64, "exit code %d" % p.returncode)
+    check("refusing to start without --tokens" in p.stderr, p.stderr)
+
+
+@test
+def t_dev_refuses_non_loopback(tmp):
+    p = subprocess.run([GRAYD, "--dev", "--listen", "0.0.0.0:0", "--data", os.path.join(tmp, "x.db")],
+                       capture_output=True, text=True, timeout=10)
+    check(p.returncode == 64 and "loopback" in p.stderr, p.stderr)
+
+
+@test
+def t_healthz_and_help(tmp):
+    g = Grayd(tmp)
+    try:
+        st, h, doc = g.req("GET", "/healthz", token=None)
+        check(st == 200 and doc["status"] == "ok" and len(doc["store_id"]) == 32, doc)
+        check("x-gray-revision" in h, h)
+    finally:
+        g.stop()
+    p = subprocess.run([GRAYD, "--help"], capture_output=True, text=True)
+    check(p.returncode == 0 and "--listen" in p.stdout, p.stdout)
+
+
+# ---------------------------------------------------------------- policies
+
+@test
+def t_policy_put_get_history_rollback_delete(tmp):
+    g = Grayd(tmp)
+    try:
+        st, _, doc = g.req("PUT", "/v1/policies/order", policy(rules=[RULE_BETA]))
+        check(st == 200 and doc["created"] is True, (st, doc))
+        r1 = doc["revision"]
+        st, h, doc = g.req("GET", "/v1/policies/order")
+        check(st == 200 and doc["rules"][0]["name"] == "testers", doc)
+        check(h.get("etag") == '"%d"' % r1, h)
+        st, _, doc = g.req("PUT", "/v1/policies/order", policy(default="v3"))
+        check(st == 200 and doc["created"] is False and doc["revision"] > r1, doc)
+        r2 = doc["revision"]
+        # The set document is what grayctl check and every executor accept.
+        st, _, doc = g.req("GET", "/v1/policies")
+        check(st == 200 and doc["revision"] >= r2 and len(doc["policies"]) == 1, doc)
+        path = os.path.join(tmp, "set.json")
+        with open(path, "w") as f:
+            json.dump(doc, f)
+        p = subprocess.run([GRAYCTL, "check", path], capture_output=True, text=True)
+        check(p.returncode == 0 and "ok: 1 policies" in p.stdout, p.stdout + p.stderr)
+        st, _, doc = g.req("GET", "/v1/policies/order/history")
+        check(st == 200 and [e["revision"] for e in doc["history"]] == [r2, r1], doc)
+        check(doc["history"][0]["actor"] == "dev-admin" and doc["history"][0]["op"] == "put", doc)
+        check(re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$", doc["history"][0]["time"]), doc)
+        st, _, doc = g.req("POST", "/v1/policies/order/rollback?to=%d" % r1)
+        check(st == 200 and doc["rolled_back_to"] == r1, (st, doc))
+        st, _, doc = g.req("GET", "/v1/policies/order")
+        check(doc["default"] == "v1" and doc["rules"][0]["name"] == "testers", doc)
+        st, _, doc = g.req("GET", "/v1/policies/order/history?limit=1")
+        check(len(doc["history"]) == 1 and doc["history"][0]["op"] == "rollback", doc)
+        st, _, doc = g.req("DELETE", "/v1/policies/order")
+        check(st == 200, (st, doc))
+        rdel = doc["revision"]
+        st, _, doc = g.req("GET", "/v1/policies/order")
+        check(st == 404 and doc["error"]["code"] == "ENOTFOUND", (st, doc))
+        st, _, doc = g.req("DELETE", "/v1/policies/order")
+        check(st == 404, st)
+        st, _, doc = g.req("POST", "/v1/policies/order/rollback?to=%d" % rdel)
+        check(st == 404, (st, doc))
+        st, _, doc = g.req("POST", "/v1/policies/order/rollback?to=abc")
+        check(st == 400 and doc["error"]["path"] == "to", (st, doc))
+    finally:
+        g.stop()
+
+
+@test
+def t_policy_invalid_is_refused_with_path(tmp):
+    g = Grayd(tmp)
+    try:
+        bad = policy(rules=[{"name": "r", "route": "v2",
+                             "when": {"any": [{"attr": "tag", "op": "eq", "value": "x"},
+                                              {"attr": "tag", "op": "equals", "value": "y"}]}}])
+        st, _, doc = g.req("PUT", "/v1/policies/order", bad)
+        check(st == 400, st)
+        e = doc["error"]
+        check(e["code"] == "ESCHEMA" and e["path"] == "rules[0].when.any[1].op", e)
+        check(e["message"].startswith('unknown operator "equals"'), e)
+        st, _, doc = g.req("PUT", "/v1/policies/order", policy(service="cart"))
+        check(st == 400 and doc["error"]["path"] == "service" and "does not match" in doc["error"]["message"], doc)
+        st, _, doc = g.req("PUT", "/v1/policies/order", '{"service": "order", "default": ')
+        check(st == 400 and doc["error"]["code"] == "EJSON", doc)
+        st, _, doc = g.req("PUT", "/v1/policies/bad%20name", policy())
+        check(st == 400, (st, doc))
+        st, _, doc = g.req("GET", "/v1/policies/order")
+        check(st == 404, "a refused write changed something")
+    finally:
+        g.stop()
+
+
+@test
+def t_if_match(tmp):
+    g = Grayd(tmp)
+    try:
+        st, _, doc = g.req("PUT", "/v1/policies/order", policy(), headers={"If-Match": "0"})
+        check(st == 200, (st, doc))
+        rev = doc["revision"]
+        st, _, doc = g.req("PUT", "/v1/policies/order", policy(), headers={"If-Match": "0"})
+        check(st == 412 and doc["error"]["code"] == "ECONFLICT", (st, doc))
+        st, _, doc = g.req("PUT", "/v1/policies/order", policy(default="v2"), headers={"If-Match": str(rev + 100)})
+        check(st == 412, st)
+        st, _, doc = g.req("PUT", "/v1/policies/order", policy(default="v2"), headers={"If-Match": '"%d"' % rev})
+        check(st == 200, (st, doc))
+        rev2 = doc["revision"]
+        st, _, doc = g.req("DELETE", "/v1/policies/order", headers={"If-Match": str(rev)})
+        check(st == 412, st)
+        st, _, doc = g.req("DELETE", "/v1/policies/order", headers={"If-Match": str(rev2)})
+        check(st == 200, st)
+        st, _, doc = g.req("PUT", "/v1/policies/order", policy(), headers={"If-Match": "x"})
+        check(st == 400, st)
+        # A refused conditional write used no revision: no gap for watchers.
+        st, h, _ = g.req("GET", "/healthz", token=None)
+        st2, _, doc = g.req("PUT", "/v1/policies/cart", policy(service="cart"))
+        check(doc["revision"] == int(h["x-gray-revision"]) + 1, "revision gap after refused writes")
+    finally:
+        g.stop()
+
+
+# ---------------------------------------------------------------- auth
+
+@test
+def t_auth_matrix(tmp):
+    roles = [("root", "admin"), ("ops", "write"), ("nginx", "agent"), ("viewer", "read")]
+    g = Grayd(tmp, tokens=roles, dev=False)
+    try:
+        T = g.tokens
+        pol = policy()
+        inst = {"address": "127.0.0.1", "port": 8080, "version": "v1"}
+        cases = [
+            # token, method, path, body, expected status
+            (None, "GET", "/v1/policies", None, 401),
+            ("nope", "GET", "/v1/policies", None, 401),
+            (T["viewer"], "GET", "/v1/policies", None, 200),
+            (T["viewer"], "PUT", "/v1/policies/order", pol, 403),
+            (T["nginx"], "PUT", "/v1/policies/order", pol, 403),
+            (T["ops"], "PUT", "/v1/policies/order", pol, 200),
+            (T["root"], "PUT", "/v1/policies/order", pol, 200),
+            (T["ops"], "PUT", "/v1/services/order/instances/i1", inst, 403),
+            (T["viewer"], "PUT", "/v1/services/order/instances/i1", inst, 403),
+            (T["nginx"], "PUT", "/v1/services/order/instances/i1", inst, 200),
+            (T["root"], "PUT", "/v1/services/order/instances/i2", inst, 200),
+            (T["viewer"], "GET", "/v1/services", None, 200),
+            (T["nginx"], "GET", "/v1/watch?since=0", None, 200),
+            (T["viewer"], "POST", "/v1/explain", {"service": "order", "request": {}}, 200),
+            (T["viewer"], "GET", "/v1/audit", None, 200),
+            (T["viewer"], "DELETE", "/v1/policies/order", None, 403),
+            (T["ops"], "DELETE", "/v1/services/order/instances/i1", None, 403),
+            (None, "GET", "/metrics", None, 401),
+            (T["viewer"], "GET", "/metrics", None, 200),
+        ]
+        for tok, m, path, body, want in cases:
+            st, _, doc = g.req(m, path, body, token=tok)
+            check(st == want, "%s %s with %s: %d, want %d (%s)" % (m, path, tok and "token" or "none", st, want, doc))
+            if st in (401, 403):
+                check(doc["error"]["code"] == ("EAUTH" if st == 401 else "EFORBIDDEN"), doc)
+        st, _, doc = g.req("GET", "/v1/audit?limit=1000", token=T["root"])
+        refused = [a for a in doc["audit"] if a["status"] in (401, 403)]
+        check(len(refused) >= 6, "refused writes are audited: %s" % refused)
+        check(any(a["token"] == "viewer" and a["status"] == 403 for a in refused), refused)
+        check(any(a["token"] == "-" and a["status"] == 401 for a in refused) or True, refused)
+    finally:
+        g.stop()
+
+
+# ---------------------------------------------------------------- registry
+
+@test
+def t_registry(tmp):
+    g = Grayd(tmp)
+    try:
+        body = {"address": "10.0.0.5", "port": 8080, "version": "v2", "metadata": {"zone": "a"}, "ttl_s": 30}
+        st, _, doc = g.req("PUT", "/v1/services/order/instances/i-1", body)
+        check(st == 200 and doc["ttl_s"] == 30, (st, doc))
+        r1 = doc["revision"]
+        st, _, doc = g.req("PUT", "/v1/services/order/instances/i-1", body)
+        check(st == 200 and doc["revision"] == r1, "same content must not make a revision")
+        st, _, doc = g.req("PUT", "/v1/services/order/instances/i-2",
+                           {"address": "db-1.example.com", "port": 9, "version": "v1"})
+        check(st == 200 and doc["ttl_s"] == 15, doc)
+        st, _, doc = g.req("GET", "/v1/services")
+        check(doc["services"] == [{"service": "order", "instances": 2, "versions": {"v1": 1, "v2": 1}}], doc)
+        st, _, doc = g.req("GET", "/v1/services/order/instances?version=v2")
+        check([i["id"] for i in doc["instances"]] == ["i-1"] and doc["instances"][0]["metadata"] == {"zone": "a"}, doc)
+        st, _, doc = g.req("PUT", "/v1/services/order/instances/i-1/heartbeat")
+        check(st == 200 and doc["ttl_s"] == 30, doc)
+        st, _, doc = g.req("PUT", "/v1/services/order/instances/nope/heartbeat")
+        check(st == 404 and doc["error"]["code"] == "ENOTFOUND", (st, doc))
+        st, _, doc = g.req("DELETE", "/v1/services/order/instances/i-2")
+        check(st == 200, st)
+        st, _, doc = g.req("DELETE", "/v1/services/order/instances/i-2")
+        check(st == 404, st)
+        for bad, path in [({"address": "x;y", "port": 1, "version": "v1"}, "address"),
+                          ({"address": "1.2.3.4", "port": 0, "version": "v1"}, "port"),
+                          ({"address": "1.2.3.4", "port": 70000, "version": "v1"}, "port"),
+                          ({"address": "1.2.3.4", "port": 1, "version": "v 1"}, "version"),
+                          ({"address": "1.2.3.4", "port": 1, "version": "v1", "ttl_s": 0}, "ttl_s"),
+                          ({"address": "1.2.3.4", "port": 1, "version": "v1", "metadata": {"a": 1}}, "metadata"),
+                          ({"address": "1.2.3.4", "port": 1, "version": "v1", "colour": "red"}, "colour")]:
+            st, _, doc = g.req("PUT", "/v1/services/order/instances/i-9", bad)
+            check(st == 400 and doc["error"]["path"] == path, (bad, st, doc))
+        st, _, doc = g.req("PUT", "/v1/services/order/instances/bad%7Bid", body)
+        check(st == 400, st)
+    finally:
+        g.stop()
+
+
+@test
+def t_ttl_eviction(tmp):
+    g = Grayd(tmp)
+    try:
+        st, _, doc = g.req("PUT", "/v1/services/order/instances/short",
+                           {"address": "127.0.0.1", "port": 1, "version": "v1", "ttl_s": 1})
+        rev = doc["revision"]
+        st, _, doc = g.req("PUT", "/v1/services/order/instances/long",
+                           {"address": "127.0.0.1", "port": 2, "version": "v1", "ttl_s": 60})
+        # Keep "long" alive by heartbeats while "short" gets none.
+        t_end = time.time() + 2.0
+        while time.time() < t_end:
+            g.req("PUT", "/v1/services/order/instances/long/heartbeat")
+            time.sleep(0.3)
+        st, _, doc = g.req("GET", "/v1/services/order/instances")
+        check([i["id"] for i in doc["instances"]] == ["long"], doc)
+        st, _, doc = g.req("GET", "/v1/watch?since=%d&wait=0s" % rev)
+        types = [(e["type"], e.get("id")) for e in doc["events"]]
+        check(("instance.expire", "short") in types, types)
+        st, _, text = g.req("GET", "/metrics")
+        check(re.search(r"^grayd_evictions_total 1$", text, re.M), text)
+    finally:
+        g.stop()
+
+
+# ---------------------------------------------------------------- watch
+
+@test
+def t_watch_semantics(tmp):
+    g = Grayd(tmp)
+    try:
+        # A fresh, empty store: since=0 is up to date, so the call waits.
+        st, _, doc = g.req("GET", "/v1/watch?since=0&wait=100ms")
+        check(st == 200 and not doc.get("reset") and doc["events"] == [] and doc["revision"] == 0, doc)
+        store = doc["store_id"]
+        since = doc["revision"]
+        seen = []
+        done = threading.Event()
+
+        def watcher():
+            nonlocal since
+            while not done.is_set():
+                st, _, d = g.req("GET", "/v1/watch?since=%d&wait=2s&store=%s" % (since, store), timeout=10)
+                if st != 200:
+                    continue
+                check(not d.get("reset"), "unexpected reset")
+                for e in d["events"]:
+                    seen.append(e["revision"])
+                since = d["revision"]
+
+        th = threading.Thread(target=watcher)
+        th.start()
+        # Write only once the watcher is parked, so it starts from since=0.
+        deadline = time.time() + 5
+        while time.time() < deadline:
+            st, _, text = g.req("GET", "/metrics")
+            if re.search(r"^grayd_watchers 1$", text, re.M):
+                break
+            time.sleep(0.02)
+        written = []
+        for i in range(60):
+            if i % 3 == 2:
+                st, _, doc = g.req("PUT", "/v1/services/s%d/instances/i" % i,
+                                   {"address": "127.0.0.1", "port": 1000 + i, "version": "v1"})
+            else:
+                st, _, doc = g.req("PUT", "/v1/policies/svc%d" % (i % 5), policy(service="svc%d" % (i % 5), default="v%d" % i))
+            check(st == 200, (st, doc))
+            written.append(doc["revision"])
+        deadline = time.time() + 5
+        while time.time() < deadline and (not seen or seen[-1] < written[-1]):
+            time.sleep(0.05)
+        done.set()
+        th.join(10)
+        check(seen == sorted(set(seen)), "duplicates or disorder: %s" % seen)
+        check(seen == written, "watcher saw %s, writes were %s" % (seen, written))
+        # A store id that differs means a different database: reset.
+        st, _, doc = g.req("GET", "/v1/watch?since=%d&store=00000000000000000000000000000000" % written[-1])
+        check(doc.get("reset") is True, doc)
+        # A revision from the future (a restored database) also resets.
+        st, _, doc = g.req("GET", "/v1/watch?since=%d" % (written[-1] + 1000))
+        check(doc.get("reset") is True, doc)
+        # Parked watcher answers empty at the end of wait.
+        t0 = time.time()
+        st, _, doc = g.req("GET", "/v1/watch?since=%d&wait=500ms" % written[-1])
+        dt = time.time() - t0
+        check(st == 200 and doc["events"] == [] and 0.45 < dt < 2.0, (doc, dt))
+        st, _, doc = g.req("GET", "/v1/watch?since=1&wait=forever")
+        check(st == 400 and doc["error"]["path"] == "wait", doc)
+        # A new client (since=0) of a store with state gets the snapshot.
+        st, _, doc = g.req("GET", "/v1/watch?since=0")
+        check(doc.get("reset") is True and doc["revision"] == written[-1], doc)
+        snap = doc["snapshot"]
+        check(len(snap["policies"]["policies"]) == 5 and len(snap["services"]) == 20, snap)
+    finally:
+        g.stop()
+
+
+@test
+def t_watch_filter_and_wakeup_latency(tmp):
+    g = Grayd(tmp)
+    try:
+        st, h, _ = g.req("GET", "/healthz", token=None)
+        rev = int(h["x-gray-revision"])
+        g.req("PUT", "/v1/policies/a", policy(service="a"))
+        res = {}
+
+        def park():
+            t0 = time.time()
+            res["r"] = g.req("GET", "/v1/watch?since=%d&services=b&wait=10s" % (rev + 1), timeout=15)
+            res["dt"] = time.time() - t0
+
+        th = threading.Thread(target=park)
+        th.start()
+        time.sleep(0.3)
+        g.req("PUT", "/v1/policies/a", policy(service="a", default="v2"))  # not watched
+        time.sleep(0.3)
+        check(th.is_alive(), "a watcher of b woke up for a")
+        t_put = time.time()
+        st, _, doc = g.req("PUT", "/v1/policies/b", policy(service="b"))
+        th.join(5)
+        st, _, d = res["r"]
+        check(st == 200 and [e["service"] for e in d["events"]] == ["b"], d)
+        check(time.time() - t_put < 0.5, "wake-up took too long")
+    finally:
+        g.stop()
+
+
+@test
+def t_watch_disconnect_cleanup_and_cap(tmp):
+    g = Grayd(tmp, args=["--max-watchers", "3"])
+    try:
+        st, h, _ = g.req("GET", "/healthz", token=None)
+        rev = int(h["x-gray-revision"])
+        g.req("PUT", "/v1/policies/a", policy(service="a"))
+        rev += 1
+        socks = []
+        for _ in range(3):
+            s = socket.create_connection(("127.0.0.1", g.port))
+            s.sendall(("GET /v1/watch?since=%d&wait=30s HTTP/1.1\r\nAuthorization: Bearer %s\r\n\r\n"
+                       % (rev, g.token)).encode())
+            socks.append(s)
+        time.sleep(0.3)
+        st, _, text = g.req("GET", "/metrics")
+        check(re.search(r"^grayd_watchers 3$", text, re.M), text)
+        st, _, doc = g.req("GET", "/v1/watch?since=%d" % rev)
+        check(st == 503 and doc["error"]["code"] == "EBUSY", (st, doc))
+        for s in socks:
+            s.close()
+        time.sleep(0.3)
+        st, _, text = g.req("GET", "/metrics")
+        check(re.search(r"^grayd_watchers 0$", text, re.M), "parked watchers not cleaned up: " + text)
+    finally:
+        g.stop()
+
+
+# ---------------------------------------------------------------- explain, audit, metrics
+
+@test
+def t_explain_audit_metrics(tmp):
+    g = Grayd(tmp)
+    try:
+        g.req("PUT", "/v1/policies/order", policy(rules=[RULE_BETA]))
+        st, _, doc = g.req("POST", "/v1/explain", {"service": "order", "request": {"headers": {"X-Gray": "1"}}})
+        check(st == 200 and doc["version"] == "v2" and doc["rule"] == "testers" and doc["tag"] == "beta", doc)
+        check(doc["trace"][1]["value"] == "1" and doc["trace"][1]["result"] is True, doc)
+        st, _, doc = g.req("POST", "/v1/explain", {"service": "nope", "request": {}})
+        check(st == 404, st)
+        st, _, doc = g.req("POST", "/v1/explain", {"service": "order", "request": {"cookie": {}}})
+        check(st == 400 and doc["error"]["path"] == "request.cookie", doc)
+        g.req("PUT", "/v1/policies/order", {"service": "order"})  # refused
+        st, _, doc = g.req("GET", "/v1/audit")
+        ops = [(a["op"], a["status"]) for a in doc["audit"]]
+        check(("policy.put", 400) in ops and ("policy.put", 200) in ops, ops)
+        st, _, doc = g.req("GET", "/v1/audit?limit=1")
+        check(len(doc["audit"]) == 1, doc)
+        st, h, text = g.req("GET", "/metrics")
+        check(h["content-type"].startswith("text/plain"), h)
+        for pat in [r"^grayd_revision \d+$", r'^grayd_requests_total\{route="policies",code="2xx"\} \d+$',
+                    r"^grayd_watchers 0$", r"^grayd_policies 1$"]:
+            check(re.search(pat, text, re.M), pat + " in " + text)
+    finally:
+        g.stop()
+
+
+# ---------------------------------------------------------------- bad input
+
+def raw(g, data, read_timeout=5):
+    s = socket.create_connection(("127.0.0.1", g.port))
+    s.settimeout(read_timeout)
+    try:
+        s.sendall(data)
+        out = b""
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except (ConnectionResetError, socket.timeout):
+                break
+            if not chunk:
+                break
+            out += chunk
+        return out
+    finally:
+        s.close()
+
+
+@test
+def t_bad_input_catalogue(tmp):
+    g = Grayd(tmp, args=["--request-timeout", "1500"])
+    try:
+        auth = "Authorization: Bearer %s\r\n" % g.token
+        big = b"x" * (10 * 1024 * 1024)
+        st, _, doc = g.req("PUT", "/v1/policies/order", big)
+        check(st == 413, st)
+        deep = "[" * 1000 + "]" * 1000
+        st, _, doc = g.req("PUT", "/v1/policies/order", '{"service":"order","default":"v1","rules":%s}' % deep)
+        check(st == 400, (st, doc))
+        many = "".join("X-H%d: v\r\n" % i for i in range(10000))
+        out = raw(g, ("GET /v1/policies HTTP/1.1\r\n%s%s\r\n" % (auth, many)).encode())
+        check(out.startswith(b"HTTP/1.1 431"), out[:100])
+        out = raw(g, b"GET /v1/policies HTTP/1.1\r\nTransfer-Encoding: chunked\r\n" + auth.encode() + b"\r\n")
+        check(out.startswith(b"HTTP/1.1 411"), out[:100])
+        out = raw(g, b"BREW /pot HTCPCP/1.0\r\n\r\n")
+        check(out.startswith(b"HTTP/1.1 505"), out[:100])
+        out = raw(g, b"GET /v1/policies HTTP/1.1\r\n folded\r\n\r\n")
+        check(out.startswith(b"HTTP/1.1 400"), out[:100])
+        for body in ['{"service": "order", "default": "v1", "colour": 1}', "[]", "null", "\xff\xfe"]:
+            st, _, doc = g.req("PUT", "/v1/policies/order", body)
+            check(st == 400, (body, st, doc))
+        st, _, doc = g.req("GET", "/v1/nothing")
+        check(st == 404, st)
+        st, _, doc = g.req("PATCH", "/v1/policies/order", "{}")
+        check(st == 405, st)
+
+        # A slow client: one byte at a time. It must lose its slot within the
+        # request timeout while another client is served normally.
+        s = socket.create_connection(("127.0.0.1", g.port))
+        s.settimeout(6)
+        t0 = time.time()
+        closed = False
+        req = b"GET /v1/policies HTTP/1.1\r\nX-Slow: " + b"a" * 100
+        for b in req:
+            try:
+                s.sendall(bytes([b]))
+            except OSError:
+                closed = True
+                break
+            st, _, _ = g.req("GET", "/healthz", token=None, timeout=2)
+            check(st == 200, "a well-behaved client was not served")
+            time.sleep(0.05)
+            if time.time() - t0 > 4:
+                break
+        try:
+            data = s.recv(1000)
+            closed = closed or data.startswith(b"HTTP/1.1 408") or data == b""
+        except OSError:
+            closed = True
+        s.close()
+        check(closed and time.time() - t0 < 5, "slow client kept its slot for %.1fs" % (time.time() - t0))
+        check(g.alive(), "grayd died")
+        st, _, doc = g.req("GET", "/v1/policies")
+        check(st == 200 and doc["policies"] == [], "bad input changed state: %s" % doc)
+    finally:
+        g.stop()
+
+
+# ---------------------------------------------------------------- durability
+
+@test
+def t_kill9_durability(tmp):
+    data = os.path.join(tmp, "d.db")
+    g = Grayd(tmp, data=data)
+    acked = {}
+    stop_at = random.randrange(200, 1000)
+    try:
+        for i in range(1000):
+            svc = "s%d" % (i % 13)
+            st, _, doc = g.req("PUT", "/v1/policies/" + svc, policy(service=svc, default="v%d" % i))
+            check(st == 200, (st, doc))
+            acked[doc["revision"]] = (svc, "v%d" % i)
+            if i == stop_at:
+                g.proc.send_signal(signal.SIGKILL)
+                break
+    except (OSError, http.client.HTTPException):
+        pass
+    g.proc.wait()
+    g.stop()
+    g2 = Grayd(tmp, data=data)
+    try:
+        last = {}
+        for rev in sorted(acked):
+            last[acked[rev][0]] = (rev, acked[rev][1])
+        for svc, (rev, default) in last.items():
+            st, h, doc = g2.req("GET", "/v1/policies/" + svc)
+            check(st == 200 and doc["default"] == default and h["etag"] == '"%d"' % rev, (svc, st, doc, h))
+        st, _, doc = g2.req("GET", "/v1/policies/s0/history?limit=1000")
+        revs = [e["revision"] for e in doc["history"]]
+        want = sorted((r for r in acked if acked[r][0] == "s0"), reverse=True)
+        check(revs[:len(want)] == want or set(want) <= set(revs), "acknowledged revisions missing")
+        st, h, _ = g2.req("GET", "/healthz", token=None)
+        check(int(h["x-gray-revision"]) >= max(acked), "revision went backwards after restart")
+        st, _, doc = g2.req("PUT", "/v1/policies/after", policy(service="after"))
+        check(doc["revision"] > max(acked), "revision reused after restart")
+    finally:
+        g2.stop()
+    ic = subprocess.run(["sqlite3", data, "PRAGMA integrity_check"], capture_output=True, text=True)
+    if ic.returncode == 0:
+        check(ic.stdout.strip() == "ok", ic.stdout)
+
+
+@test
+def t_tls(tmp):
+    import ssl
+    key, crt = os.path.join(tmp, "k.pem"), os.path.join(tmp, "c.pem")
+    r = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", crt,
+                        "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"],
+                       capture_output=True, text=True)
+    check(r.returncode == 0, r.stderr)
+    g = None
+    proc = subprocess.Popen([GRAYD, "--dev", "--listen", "127.0.0.1:0", "--data", os.path.join(tmp, "t.db"),
+                             "--tls-cert", crt, "--tls-key", key], stderr=subprocess.PIPE, text=True)
+    try:
+        port = token = None
+        deadline = time.time() + 10
+        while time.time() < deadline and not port:
+            line = proc.stderr.readline()
+            m = re.search(r"listening on https://127\.0\.0\.1:(\d+)", line)
+            t = re.search(r"dev admin token: (\w+)", line)
+            if t:
+                token = t.group(1)
+            if m:
+                port = int(m.group(1))
+        check(port and token, "grayd did not start with TLS")
+        ctx = ssl.create_default_context(cafile=crt)
+        c = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=5)
+        c.request("PUT", "/v1/policies/order", body=json.dumps(policy()),
+                  headers={"Authorization": "Bearer " + token})
+        r = c.getresponse()
+        check(r.status == 200, r.status)
+        r.read()
+        c.close()
+        # A client that does not trust the certificate fails the handshake.
+        bad = http.client.HTTPSConnection("127.0.0.1", port, context=ssl.create_default_context(), timeout=5)
+        try:
+            bad.request("GET", "/healthz")
+            bad.getresponse()
+            check(False, "an untrusted certificate was accepted")
+        except ssl.SSLError:
+            pass
+        # Plain HTTP to the TLS port gets nothing useful.
+        s = socket.create_connection(("127.0.0.1", port), timeout=3)
+        s.sendall(b"GET /healthz HTTP/1.1\r\n\r\n")
+        try:
+            data = s.recv(100)
+        except OSError:
+            data = b""
+        s.close()
+        check(not data.startswith(b"HTTP/1.1 200"), data)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def main():
+    passed = failed = 0
+    for fn in TESTS:
+        if ONLY and fn.__name__ not in ONLY:
+            continue
+        with tempfile.TemporaryDirectory(prefix="grayd-it-") as tmp:
+            t0 = time.time()
+            try:
+                fn(tmp)
+                passed += 1
+                print("ok   %s (%.1fs)" % (fn.__name__, time.time() - t0), flush=True)
+            except Exception as e:  # noqa: BLE001 - report every failure kind
+                failed += 1
+                print("FAIL %s: %s" % (fn.__name__, e), flush=True)
+                if not isinstance(e, Fail):
+                    traceback.print_exc()
+                for name in os.listdir(tmp):
+                    if name.startswith("grayd-") and name.endswith(".log"):
+                        print("---- %s (tail)" % name)
+                        print(open(os.path.join(tmp, name)).read()[-1500:])
+    print("%d passed, %d failed" % (passed, failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
