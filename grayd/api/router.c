@@ -29,6 +29,11 @@ static void count(gd_call *c, int status) {
 
 void gd_reply_raw(gd_call *c, int status, const char *body, size_t len, const char *extra) {
   char hdr[512];
+  /* One line per request, after the fact: who, what, outcome, how long.
+   * Never the Authorization header or a body. */
+  gd_log(status >= 500 ? "error" : status >= 400 ? "warn" : "info", "%s %s %s %d %zuB %s",
+         gd_req_peer(c->req), gd_req_method(c->req), gd_req_path(c->req), status, len,
+         c->tok ? c->tok->name : "-");
   snprintf(hdr, sizeof hdr, "X-Gray-Revision: %lld\r\nCache-Control: no-store\r\n%s",
            (long long)c->s->revision, extra ? extra : "");
   count(c, status);
@@ -170,7 +175,6 @@ void gd_api_handle(gd_req *req, void *arg) {
   memcpy(path, raw, strlen(raw) + 1);
   const char *seg[8];
   int nseg = split(path, seg, 8);
-  gd_log("info", "%s %s %s", gd_req_peer(req), method, raw);
 
   if (nseg == 1 && !strcmp(seg[0], "healthz")) {
     json_t *j = json_pack("{s:s,s:I,s:s}", "status", "ok", "revision", (json_int_t)s->revision,

@@ -160,6 +160,8 @@ static void do_register(gd_call *c, const char *service, const char *id) {
   }
   in->expires_ms = gd_mono_ms() + (int64_t)ttl_s * 1000;
   if (!same) {
+    gd_log("info", "registry: %s/%s %s at %s:%d (revision %lld)", service, id, in->version, in->address, in->port,
+           (long long)rev);
     gd_watch_event(s->watch, rev, "instance.put", service, id, "instance", instance_event(in));
     gd_audit(s, gd_call_actor(c), "instance.put", service, 200, id, 0);
   }
@@ -265,6 +267,7 @@ void gd_api_services(gd_call *c) {
         gd_reply_error(c, 404, "ENOTFOUND", "", "no such instance");
         return;
       }
+      gd_log("info", "registry: %s/%s deregistered", service, id);
       drop(c->s, in, "instance.delete");
       gd_audit(c->s, gd_call_actor(c), "instance.delete", service, 200, id, 0);
       gd_reply_json(c, 200, json_pack("{s:I}", "revision", (json_int_t)c->s->revision), NULL);

@@ -619,6 +619,27 @@ def t_bad_input_catalogue(tmp):
         g.stop()
 
 
+@test
+def t_connection_cap(tmp):
+    g = Grayd(tmp, args=["--max-conns", "16", "--idle-timeout", "5000"])
+    try:
+        held = [socket.create_connection(("127.0.0.1", g.port)) for _ in range(16)]
+        time.sleep(0.2)
+        s = socket.create_connection(("127.0.0.1", g.port))
+        s.settimeout(3)
+        data = s.recv(200)
+        s.close()
+        check(data.startswith(b"HTTP/1.1 503") and b"too many connections" in data, data)
+        for h in held:
+            h.close()
+        time.sleep(0.3)
+        check(g.alive(), "grayd does not serve again after connections closed")
+        st, _, text = g.req("GET", "/metrics")
+        check(re.search(r"^grayd_connections_refused_total [1-9]", text, re.M), text)
+    finally:
+        g.stop()
+
+
 # ---------------------------------------------------------------- durability
 
 @test
