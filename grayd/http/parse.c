@@ -31,9 +31,15 @@ int gd_http_parse_head(const char *bytes, size_t len, size_t max_headers, gd_htt
   memset(h, 0, sizeof *h);
   if (len < 4 || memcmp(bytes + len - 4, "\r\n\r\n", 4)) return fail(h, 400, "incomplete request head");
   /* One copy we can cut into NUL-terminated pieces. */
+  /* Size the header arrays by the lines actually present: thousands of
+   * parked long polls each keep their head. */
+  size_t lines = 0;
+  for (size_t i = 0; i + 1 < len; i++)
+    if (bytes[i] == '\r' && bytes[i + 1] == '\n') lines++;
+  size_t slots = lines < max_headers ? lines : max_headers;
   h->buf = malloc(len + 1);
-  h->names = calloc(max_headers ? max_headers : 1, sizeof(char *));
-  h->values = calloc(max_headers ? max_headers : 1, sizeof(char *));
+  h->names = calloc(slots ? slots : 1, sizeof(char *));
+  h->values = calloc(slots ? slots : 1, sizeof(char *));
   if (!h->buf || !h->names || !h->values) return fail(h, 503, "out of memory");
   memcpy(h->buf, bytes, len);
   h->buf[len] = '\0';
@@ -92,7 +98,7 @@ int gd_http_parse_head(const char *bytes, size_t len, size_t max_headers, gd_htt
       unsigned char c = (unsigned char)*x;
       if ((c < 0x20 && c != '\t') || c == 0x7f) return fail(h, 400, "invalid character in header value");
     }
-    if (h->nheaders >= max_headers) return fail(h, 431, "too many header fields");
+    if (h->nheaders >= slots) return fail(h, 431, "too many header fields");
     h->names[h->nheaders] = p;
     h->values[h->nheaders] = v;
     h->nheaders++;
