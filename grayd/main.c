@@ -69,6 +69,7 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg) {
   (void)fd;
   (void)what;
   gd_registry_sweep(arg);
+  fflush(stderr);
 }
 
 static void on_audit(evutil_socket_t fd, short what, void *arg) {
@@ -463,7 +464,11 @@ int main(int argc, char **argv) {
           bound);
   gd_log("info", "store %s (%s), revision %lld, %zu policies, %zu tokens", cfg->data_path, s.store_id,
          (long long)s.revision, s.npolicies, s.ntokens);
+  fflush(stderr);
+  static char logbuf[1 << 16];
+  setvbuf(stderr, logbuf, _IOFBF, sizeof logbuf);
   event_base_dispatch(s.base);
+  fflush(stderr);
 
   gd_audit_flush(&s);
   gd_http_free(s.http);

@@ -1,5 +1,4 @@
 /* grayctl check / eval: offline policy validation and evaluation. */
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,124 +86,65 @@ static const char eval_usage[] =
     "Exit codes: 0 decided, 1 I/O failure, 2 invalid policy file, 3 no policy for\n"
     "the service, 64 bad command line.\n";
 
-#define MAX_PAIRS 256
-
-typedef struct pairs {
-  gray_kv_t kv[MAX_PAIRS];
-  size_t n;
-} pairs;
-
-static gray_str_t str(const char *s) {
-  gray_str_t r = {s, strlen(s)};
-  return r;
-}
-
-static int add_pair(pairs *p, const char *arg, char sep, const char *flag) {
-  const char *at = strchr(arg, sep);
-  if (!at || at == arg) {
-    fprintf(stderr, "grayctl eval: %s expects %s, got \"%s\"\n", flag,
-            sep == ':' ? "'Name: value'" : "name=value", arg);
-    return -1;
-  }
-  if (p->n == MAX_PAIRS) {
-    fprintf(stderr, "grayctl eval: more than %d %s flags\n", MAX_PAIRS, flag);
-    return -1;
-  }
-  const char *v = at + 1;
-  size_t vlen = strlen(v);
-  if (sep == ':') {
-    /* Header values lose optional white space around them, as on the wire. */
-    while (*v == ' ' || *v == '\t') v++, vlen--;
-    while (vlen && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t')) vlen--;
-  }
-  p->kv[p->n].name.p = arg;
-  p->kv[p->n].name.len = (size_t)(at - arg);
-  p->kv[p->n].value.p = v;
-  p->kv[p->n].value.len = vlen;
-  p->n++;
-  return 0;
-}
-
 int grayctl_eval(int argc, char **argv) {
-  enum { O_POLICIES = 256, O_SERVICE, O_HEADER, O_COOKIE, O_PARAM, O_QUERY, O_IP, O_TAG, O_PATH,
-         O_METHOD, O_HOST, O_EXPLAIN };
-  static const struct option opts[] = {
-      {"policies", required_argument, NULL, O_POLICIES}, {"service", required_argument, NULL, O_SERVICE},
-      {"header", required_argument, NULL, O_HEADER},     {"cookie", required_argument, NULL, O_COOKIE},
-      {"param", required_argument, NULL, O_PARAM},       {"query", required_argument, NULL, O_QUERY},
-      {"ip", required_argument, NULL, O_IP},             {"tag", required_argument, NULL, O_TAG},
-      {"path", required_argument, NULL, O_PATH},         {"method", required_argument, NULL, O_METHOD},
-      {"host", required_argument, NULL, O_HOST},         {"explain", no_argument, NULL, O_EXPLAIN},
-      {"help", no_argument, NULL, 'h'},                  {NULL, 0, NULL, 0}};
-  static pairs headers, cookies, params;
+  enum { O_POLICIES = GRAYCTL_O_COMMAND, O_SERVICE, O_EXPLAIN };
+  static const struct option opts[] = {{"policies", required_argument, NULL, O_POLICIES},
+                                       {"service", required_argument, NULL, O_SERVICE},
+                                       GRAYCTL_REQUEST_OPTIONS,
+                                       {"explain", no_argument, NULL, O_EXPLAIN},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {NULL, 0, NULL, 0}};
   const char *file = NULL, *service = NULL;
-  gray_kv_request_t kv;
-  int explain = 0, c;
-  memset(&kv, 0, sizeof kv);
-  headers.n = cookies.n = params.n = 0;
+  int explain = 0, c, taken;
+  grayctl_req *r = calloc(1, sizeof(*r));
+  if (!r) {
+    fprintf(stderr, "grayctl eval: out of memory\n");
+    return GRAYCTL_EFAIL;
+  }
   optind = 1;
   opterr = 0;
   while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    if ((taken = grayctl_req_option(r, c, optarg, "eval")) != 0) {
+      if (taken < 0) goto usage;
+      continue;
+    }
     switch (c) {
       case O_POLICIES: file = optarg; break;
       case O_SERVICE: service = optarg; break;
-      case O_HEADER: if (add_pair(&headers, optarg, ':', "--header")) return GRAYCTL_EUSAGE; break;
-      case O_COOKIE: if (add_pair(&cookies, optarg, '=', "--cookie")) return GRAYCTL_EUSAGE; break;
-      case O_PARAM: if (add_pair(&params, optarg, '=', "--param")) return GRAYCTL_EUSAGE; break;
-      case O_QUERY: kv.query = str(optarg); break;
-      case O_IP: kv.ip = str(optarg); break;
-      case O_TAG: kv.tag = str(optarg); break;
-      case O_PATH: {
-        const char *q = strchr(optarg, '?');
-        kv.path.p = optarg;
-        kv.path.len = q ? (size_t)(q - optarg) : strlen(optarg);
-        if (q && !kv.query.p) kv.query = str(q + 1);
-        break;
-      }
-      case O_METHOD: kv.method = str(optarg); break;
-      case O_HOST: kv.host = str(optarg); break;
       case O_EXPLAIN: explain = 1; break;
-      case 'h': fputs(eval_usage, stdout); return GRAYCTL_OK;
-      default:
-        if (optopt >= O_POLICIES)
-          fprintf(stderr, "grayctl eval: %s needs a value\n", argv[optind - 1]);
-        else
-          fprintf(stderr, "grayctl eval: unknown option \"%s\" (try grayctl eval --help)\n",
-                  argv[optind - 1]);
-        return GRAYCTL_EUSAGE;
+      case 'h':
+        fputs(eval_usage, stdout);
+        free(r);
+        return GRAYCTL_OK;
+      default: grayctl_option_error("eval", argv); goto usage;
     }
   }
   if (optind < argc) {
     fprintf(stderr, "grayctl eval: unexpected argument \"%s\" (try grayctl eval --help)\n", argv[optind]);
-    return GRAYCTL_EUSAGE;
+    goto usage;
   }
   if (!file || !service) {
     fprintf(stderr, "grayctl eval: %s is required (try grayctl eval --help)\n",
             !file ? "--policies FILE" : "--service NAME");
-    return GRAYCTL_EUSAGE;
+    goto usage;
   }
-  kv.headers = headers.kv;
-  kv.nheaders = headers.n;
-  if (cookies.n) {
-    kv.cookies = cookies.kv;
-    kv.ncookies = cookies.n;
-  }
-  if (params.n) {
-    kv.params = params.kv;
-    kv.nparams = params.n;
-  }
+  grayctl_req_finish(r);
 
   gray_policyset_t *set = NULL;
   int rc = load(file, &set);
-  if (rc) return rc;
+  if (rc) {
+    free(r);
+    return rc;
+  }
   const gray_policy_t *pol = gray_policyset_find(set, service, strlen(service));
   if (!pol) {
     fprintf(stderr, "grayctl eval: %s has no policy for service \"%s\" (%zu %s)\n", file, service,
             gray_policyset_count(set), gray_policyset_count(set) == 1 ? "policy" : "policies");
     gray_policyset_release(set);
+    free(r);
     return GRAYCTL_ENOPOLICY;
   }
-  gray_request_t req = {gray_kv_lookup, &kv};
+  gray_request_t req = {gray_kv_lookup, &r->kv};
   gray_decision_t d;
   gray_trace_t *trace = NULL;
   rc = GRAYCTL_EFAIL;
@@ -228,5 +168,9 @@ oom:
 done:
   gray_trace_free(trace);
   gray_policyset_release(set);
+  free(r);
   return rc;
+usage:
+  free(r);
+  return GRAYCTL_EUSAGE;
 }
