@@ -161,6 +161,15 @@ static void process(conn *c) {
     size_t avail = evbuffer_get_length(in);
     if (c->state == C_READ_HEAD) {
       if (avail == 0) return;
+      /* A request starts with a method (token characters). Anything else —
+       * a TLS ClientHello on the plain port, say — is answered at once
+       * instead of waiting for a head that will never come. */
+      unsigned char first;
+      evbuffer_copyout(in, &first, 1);
+      if (!(first >= 'A' && first <= 'Z') && !(first >= 'a' && first <= 'z')) {
+        conn_error(c, 400, "EINVAL", "not an HTTP/1.x request (a TLS client on a plain-HTTP port?)");
+        return;
+      }
       if (!event_pending(c->deadline, EV_TIMEOUT, NULL)) arm_deadline(c);
       struct evbuffer_ptr end = evbuffer_search(in, "\r\n\r\n", 4, NULL);
       if (end.pos < 0) {
