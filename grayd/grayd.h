@@ -46,7 +46,7 @@ typedef struct gd_config {
 } gd_config;
 
 typedef struct gd_metrics {
-  uint64_t requests[8][6]; /* route class x status class */
+  uint64_t requests[8][600]; /* route class x HTTP status */
   uint64_t evictions;
 } gd_metrics;
 

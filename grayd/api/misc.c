@@ -133,12 +133,12 @@ void gd_api_metrics(gd_call *c) {
   char *b = malloc(cap);
   if (!b) abort();
   b[0] = '\0';
-  grow_append(&b, &len, &cap, "# HELP grayd_requests_total HTTP requests answered, by route and status class.\n"
+  grow_append(&b, &len, &cap, "# HELP grayd_requests_total HTTP requests answered, by route and status.\n"
                               "# TYPE grayd_requests_total counter\n");
   for (int r = 0; r < GD_R_COUNT; r++)
-    for (int k = 1; k <= 5; k++)
+    for (int k = 100; k < 600; k++)
       if (s->metrics.requests[r][k])
-        grow_append(&b, &len, &cap, "grayd_requests_total{route=\"%s\",code=\"%dxx\"} %llu\n", routes[r], k,
+        grow_append(&b, &len, &cap, "grayd_requests_total{route=\"%s\",code=\"%d\"} %llu\n", routes[r], k,
                     (unsigned long long)s->metrics.requests[r][k]);
   gd_http_stats hs;
   gd_http_get_stats(s->http, &hs);
@@ -171,7 +171,7 @@ void gd_api_metrics(gd_call *c) {
                   in->version, cnt);
     }
   }
-  c->s->metrics.requests[GD_R_OTHER][2]++;
+  c->s->metrics.requests[GD_R_OTHER][200]++;
   char hdr[64];
   snprintf(hdr, sizeof hdr, "X-Gray-Revision: %lld\r\n", (long long)s->revision);
   gd_req_reply(c->req, 200, "text/plain; version=0.0.4", b, len, hdr);

@@ -22,9 +22,8 @@ static const char *status_code_name(int status) {
 }
 
 static void count(gd_call *c, int status) {
-  int cls = status / 100;
-  if (cls < 1 || cls > 5) cls = 0;
-  c->s->metrics.requests[c->route][cls]++;
+  if (status < 100 || status > 599) status = 0;
+  c->s->metrics.requests[c->route][status]++;
 }
 
 void gd_reply_raw(gd_call *c, int status, const char *body, size_t len, const char *extra) {

@@ -214,8 +214,23 @@ static void list_services(gd_call *c) {
 }
 
 static void list_instances(gd_call *c, const char *service) {
-  char version[80];
+  char version[80], healthy[16];
   int want = gd_req_query_param(c->req, "version", version, sizeof version);
+  /* Every listed instance is live: one that missed its TTL is evicted, not
+   * kept as unhealthy. So healthy=false lists nothing. */
+  if (gd_req_query_param(c->req, "healthy", healthy, sizeof healthy)) {
+    if (strcmp(healthy, "true") && strcmp(healthy, "false")) {
+      gd_reply_error(c, 400, "EINVAL", "healthy", "healthy must be true or false");
+      return;
+    }
+    if (!strcmp(healthy, "false")) {
+      gd_reply_json(c, 200,
+                    json_pack("{s:I,s:s,s:[]}", "revision", (json_int_t)c->s->revision, "service", service,
+                              "instances"),
+                    NULL);
+      return;
+    }
+  }
   json_t *arr = json_array();
   gd_service_list *sl = gd_registry_service(c->s->registry, service);
   int64_t now = gd_mono_ms();

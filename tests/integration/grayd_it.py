@@ -331,6 +331,12 @@ def t_registry(tmp):
         check(doc["services"] == [{"service": "order", "instances": 2, "versions": {"v1": 1, "v2": 1}}], doc)
         st, _, doc = g.req("GET", "/v1/services/order/instances?version=v2")
         check([i["id"] for i in doc["instances"]] == ["i-1"] and doc["instances"][0]["metadata"] == {"zone": "a"}, doc)
+        st, _, doc = g.req("GET", "/v1/services/order/instances?healthy=true&version=v2")
+        check([i["id"] for i in doc["instances"]] == ["i-1"], doc)
+        st, _, doc = g.req("GET", "/v1/services/order/instances?healthy=false")
+        check(doc["instances"] == [], doc)
+        st, _, doc = g.req("GET", "/v1/services/order/instances?healthy=maybe")
+        check(st == 400 and doc["error"]["path"] == "healthy", doc)
         st, _, doc = g.req("PUT", "/v1/services/order/instances/i-1/heartbeat")
         check(st == 200 and doc["ttl_s"] == 30, doc)
         st, _, doc = g.req("PUT", "/v1/services/order/instances/nope/heartbeat")
@@ -531,7 +537,7 @@ def t_explain_audit_metrics(tmp):
         check(len(doc["audit"]) == 1, doc)
         st, h, text = g.req("GET", "/metrics")
         check(h["content-type"].startswith("text/plain"), h)
-        for pat in [r"^grayd_revision \d+$", r'^grayd_requests_total\{route="policies",code="2xx"\} \d+$',
+        for pat in [r"^grayd_revision \d+$", r'^grayd_requests_total\{route="policies",code="200"\} \d+$',
                     r"^grayd_watchers 0$", r"^grayd_policies 1$"]:
             check(re.search(pat, text, re.M), pat + " in " + text)
     finally:
