@@ -10,12 +10,17 @@
 #define RESERVE_BLOCK 1000
 
 void gd_log(const char *level, const char *fmt, ...) {
-  char when[32];
+  /* The formatted second is cached: a wake-up logs thousands of lines. */
+  static char when[32];
+  static time_t when_sec = -1;
   struct timespec ts;
-  struct tm tm;
   clock_gettime(CLOCK_REALTIME, &ts);
-  gmtime_r(&ts.tv_sec, &tm);
-  strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
+  if (ts.tv_sec != when_sec) {
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
+    when_sec = ts.tv_sec;
+  }
   va_list ap;
   va_start(ap, fmt);
   fprintf(stderr, "%s.%03ldZ %-5s ", when, ts.tv_nsec / 1000000, level);

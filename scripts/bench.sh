@@ -33,3 +33,12 @@ echo "eval_allocations_per_decision: $allocs"
 echo "unleash_ns_per_decision: $um"
 echo "unleash_agreement_nonpercent_pct: ${agree:-n/a}"
 awk -v u="$um" -v c="$cm" 'BEGIN {printf "eval_speedup_vs_unleash: %.1f\n", u / c}'
+
+# bench/grayd: grayd's change propagation to 1,000 and 10,000 parked
+# watchers against etcd 3.4's watch, alternated in the same run, then its
+# registry (heartbeats per second) and memory; see bench/grayd/run.sh.
+# BENCH_GRAYD=0 skips it.
+if [ "${BENCH_GRAYD:-1}" != 0 ]; then
+  echo "# bench/grayd ($rounds alternations)"
+  BUILD="$build" BENCH_ALTERNATIONS="$rounds" "$root/bench/grayd/run.sh"
+fi
