@@ -519,8 +519,10 @@ void gd_req_reply(gd_req *r, int status, const char *content_type, const char *b
   free(r->body);
   gd_http_head_clear(&r->head);
   free(r);
+  /* EV_WRITE stays enabled from accept: the bufferevent registers for
+   * writability only while its output holds data. Enabling it again here
+   * would register (and at once unregister) the socket for every reply. */
   c->state = C_WRITING;
-  bufferevent_enable(c->bev, EV_WRITE);
   /* Written already: run the after-write step from the loop, not from
    * inside the handler (no recursion into the next pipelined request). */
   if (evbuffer_get_length(out) == 0) bufferevent_trigger(c->bev, EV_WRITE, BEV_TRIG_DEFER_CALLBACKS);
