@@ -1,0 +1,135 @@
+/* graylane — client SDK (libgray client): follow grayd, decide and pick
+ * locally, register this instance.
+ *
+ * A background thread long-polls grayd's /v1/watch and keeps an immutable,
+ * compiled snapshot (policies + registry). Decisions and picks read the
+ * current snapshot: no network, no allocation, no lock that a snapshot swap
+ * could hold for longer than a pointer exchange. The last good snapshot is
+ * written to a cache file so a service restarted while grayd is down still
+ * routes (fail-static). */
+#ifndef GRAY_CLIENT_H
+#define GRAY_CLIENT_H
+
+#include "gray/common.h"
+#include "gray/err.h"
+#include "gray/policy.h"
+
+GRAY_BEGIN_DECLS
+
+typedef struct gray_client_s gray_client_t;
+
+/* Options; strings are copied by gray_client_new. */
+typedef struct gray_client_options_s {
+  const char *servers;    /* "http://127.0.0.1:7070" or a comma-separated list,
+                             tried in turn on failure (required) */
+  const char *token;      /* bearer token; registration needs role agent */
+  const char *ca_file;    /* CA bundle to verify an https:// grayd; NULL: the
+                             system's */
+  const char *services;   /* comma-separated services to follow; NULL: all */
+  const char *cache_path; /* last-good snapshot file; NULL: no cache */
+  int connect_timeout_ms; /* default 2000 */
+  int watch_wait_s;       /* long-poll wait, default 30 (grayd caps at 60) */
+  int backoff_min_ms;     /* reconnect backoff, default 100, doubling with
+                             jitter up to backoff_max_ms (default 10000) */
+  int backoff_max_ms;
+  /* Optional log sink: level 0 debug, 1 info, 2 warn, 3 error. Called from
+   * the SDK's threads; must be thread-safe. NULL: silent. */
+  void (*log)(void *arg, int level, const char *msg);
+  void *log_arg;
+} gray_client_options_t;
+
+/* Fill with defaults (all NULL / 0 meaning "default"). */
+GRAY_EXTERN void gray_client_options_init(gray_client_options_t *o);
+
+/* New stopped client. GRAY_EINVAL (with err) for bad options. Not
+ * thread-safe with any other call on the same client. */
+GRAY_EXTERN int gray_client_new(const gray_client_options_t *o, gray_client_t **out, gray_error_t *err);
+
+/* Load the cache file if present (a snapshot from it is used until grayd
+ * answers) and start the watch and heartbeat thread. Returns at once. */
+GRAY_EXTERN int gray_client_start(gray_client_t *c, gray_error_t *err);
+
+/* Wait until a snapshot is available (from grayd or the cache file).
+ * Returns GRAY_OK, or GRAY_ENOTFOUND after timeout_ms. Thread-safe. */
+GRAY_EXTERN int gray_client_wait_ready(gray_client_t *c, int timeout_ms);
+
+/* Deregister registered instances (best effort, bounded by the connect
+ * timeout) and stop the thread. Idempotent. Not thread-safe with _free. */
+GRAY_EXTERN void gray_client_stop(gray_client_t *c);
+/* Stop if needed and free. Accepts NULL. */
+GRAY_EXTERN void gray_client_free(gray_client_t *c);
+
+/* Revision of the current snapshot (0 before the first). Thread-safe. */
+GRAY_EXTERN int64_t gray_client_revision(gray_client_t *c);
+
+/* A decision copied out of the snapshot (names are at most 63 bytes), so it
+ * stays valid whatever happens to the snapshot afterwards. */
+typedef struct gray_client_decision_s {
+  char service[64];
+  char version[64];  /* the version to call */
+  char tag[64];      /* tag to forward ("" when none): the rule's, else the
+                        incoming one when valid */
+  char rule[64];     /* deciding rule ("" when the default decided) */
+  int fallback_fail; /* the policy says "fallback": "fail" */
+  int64_t revision;  /* snapshot revision that decided */
+} gray_client_decision_t;
+
+/* Decide with the current snapshot's policy for `service`. GRAY_OK, or
+ * GRAY_ENOTFOUND when there is no snapshot or no policy for the service
+ * (out->version is then ""). No network, no allocation; thread-safe. */
+GRAY_EXTERN int gray_client_decide(gray_client_t *c, const char *service, const gray_request_t *req,
+                                   gray_client_decision_t *out);
+
+/* A live instance to call. */
+typedef struct gray_endpoint_s {
+  char id[64];
+  char address[256];
+  int port;
+  char version[64]; /* the version of the instance picked */
+  int fell_back;    /* 1: `version` had no live instance and the policy's
+                       default version was picked instead */
+} gray_endpoint_t;
+
+/* Pick a live instance of `version` of `service`, round-robin (a per-
+ * service counter, so successive picks spread over the instances). When the
+ * version has none: the policy's default version (fell_back = 1), unless the
+ * policy says "fallback": "fail" — then GRAY_ENOTFOUND. GRAY_ENOTFOUND also
+ * when nothing is live. No network, no allocation; thread-safe. */
+GRAY_EXTERN int gray_client_pick(gray_client_t *c, const char *service, const char *version,
+                                 gray_endpoint_t *out);
+
+/* This process's instance, for registration. Strings are copied. */
+typedef struct gray_instance_s {
+  const char *service;
+  const char *id;
+  const char *address;
+  int port;
+  const char *version;
+  int ttl_s;                /* default 15; heartbeats every ttl_s / 3 */
+  const char *const *metadata; /* NULL, or "key", "value", ..., NULL */
+} gray_instance_t;
+
+/* Register now (synchronously, bounded by the connect timeout) and keep the
+ * registration alive: heartbeats every TTL/3 from the SDK thread, and a
+ * re-registration whenever grayd answers a heartbeat with 404 (grayd
+ * restarted, or the instance was evicted). Deregistered by _stop. Returns
+ * GRAY_OK, GRAY_EINVAL for bad fields, or GRAY_EIO when grayd could not be
+ * reached — the SDK keeps retrying in the background either way. */
+GRAY_EXTERN int gray_client_register(gray_client_t *c, const gray_instance_t *in, gray_error_t *err);
+
+/* Gray tag propagation. HTTP: read the incoming GRAY_TAG_HEADER, pass it to
+ * the decision as the `tag` attribute, and send the decision's tag on
+ * outgoing calls. Messages (MQ): the same name in lower case,
+ * GRAY_TAG_MESSAGE_HEADER, as a message header. */
+#define GRAY_TAG_HEADER "X-Gray-Tag"
+#define GRAY_TAG_MESSAGE_HEADER "x-gray-tag"
+
+/* 1 when `tag` is a valid tag (the name pattern of docs/policy.md). */
+GRAY_EXTERN int gray_tag_valid(const char *tag, size_t len);
+/* Write "X-Gray-Tag: <tag>" (no CRLF) for the decision into buf and return
+ * its length, or 0 when the decision has no tag (or buf is too small). */
+GRAY_EXTERN size_t gray_tag_header_line(const gray_client_decision_t *d, char *buf, size_t size);
+
+GRAY_END_DECLS
+
+#endif
