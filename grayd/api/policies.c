@@ -137,6 +137,7 @@ static int check_service_name(gd_call *c, const char *service) {
   char msg[GRAY_ERROR_TEXT_MAX];
   gray_str_t sv = {service, strlen(service)};
   if (gray__check_name(sv, msg, sizeof msg) == GRAY_OK) return 1;
+  if (strcmp(gd_req_method(c->req), "GET")) gd_audit(c->s, gd_call_actor(c), "policy.write", service, 400, msg, 0);
   gd_reply_error(c, 400, "EINVAL", "", msg);
   return 0;
 }
