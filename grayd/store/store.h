@@ -129,6 +129,13 @@ typedef struct gd_store_ops {
    * none. *out is overwritten (not freed) and owned by the caller afterwards
    * (gd_policy_rec_clear); on any error it is left zeroed. body is NULL for
    * a delete. */
+  /* Policy changes after revision `after`, oldest first, at most limit
+   * (1..GD_STORE_LIST_MAX): "watch from a revision" over the durable log.
+   * grayd uses the in-memory window for live watchers; a cluster backend
+   * (several grayd on one etcd) replays peers' writes through this and adds
+   * a push subscription of its own. */
+  int (*policy_changes)(gd_store *s, int64_t after, int limit,
+                        int (*fn)(void *ctx, const gd_policy_rec *r), void *ctx, gray_error_t *err);
   int (*policy_at)(gd_store *s, const char *service, int64_t revision, gd_policy_rec *out,
                    gray_error_t *err);
   /* Append audit entries (a batch, one transaction: all or none). The

@@ -89,6 +89,9 @@ static const char *const migrations[] = {
   X(HIST_LIST,                                                                                 \
     "SELECT revision, service, op, actor, time_ms, body FROM history"                          \
     " WHERE service = ?1 AND revision < ?2 ORDER BY revision DESC LIMIT ?3")                   \
+  X(HIST_SINCE,                                                                                \
+    "SELECT revision, service, op, actor, time_ms, body FROM history"                          \
+    " WHERE revision > ?1 ORDER BY revision ASC LIMIT ?2")                                     \
   X(HIST_AT,                                                                                   \
     "SELECT revision, service, op, actor, time_ms, body FROM history"                          \
     " WHERE revision = ?1 AND service = ?2")                                                   \
@@ -523,6 +526,39 @@ out:
   return rc;
 }
 
+static int sq_policy_changes(gd_store *base, int64_t after, int limit,
+                             int (*fn)(void *ctx, const gd_policy_rec *r), void *ctx, gray_error_t *err) {
+  gd_sqlite *s = (gd_sqlite *)base;
+  sqlite3_stmt *st = NULL;
+  gd_policy_rec r;
+  int rc = sq_enter(s, err), step = SQLITE_DONE, stop = 0;
+  if (rc != GRAY_OK) goto out;
+  if (!fn || after < 0) {
+    rc = GRAY_EINVAL;
+    sq_set(err, rc, "policy_changes: missing callback or negative revision");
+    goto out;
+  }
+  st = s->st[SQ_HIST_SINCE];
+  if (sqlite3_bind_int64(st, 1, after) != SQLITE_OK || sqlite3_bind_int(st, 2, sq_clamp_limit(limit)) != SQLITE_OK) {
+    rc = sq_fail(s, err, "read changes");
+    goto out;
+  }
+  while (!stop && (step = sqlite3_step(st)) == SQLITE_ROW) {
+    if (sq_row_policy(st, &r) < 0) {
+      rc = GRAY_EIO;
+      sq_set(err, rc, "sqlite: read changes: out of memory or malformed row");
+      goto out;
+    }
+    s->in_callback = 1;
+    stop = fn(ctx, &r);
+    s->in_callback = 0;
+  }
+  if (!stop && step != SQLITE_DONE) rc = sq_fail(s, err, "read changes");
+out:
+  if (st) sq_release(st);
+  return rc;
+}
+
 static int sq_policy_at(gd_store *base, const char *service, int64_t revision, gd_policy_rec *out,
                         gray_error_t *err) {
   gd_sqlite *s = (gd_sqlite *)base;
@@ -685,6 +721,7 @@ static const gd_store_ops sq_ops = {
     .policy_write = sq_policy_write,
     .policy_each = sq_policy_each,
     .policy_history = sq_policy_history,
+    .policy_changes = sq_policy_changes,
     .policy_at = sq_policy_at,
     .audit_append = sq_audit_append,
     .audit_list = sq_audit_list,

@@ -384,6 +384,39 @@ static void test_history_paging(void **state) {
   assert_int_equal(s->ops->policy_history(s, NULL, 0, 100, hist_cb, &h, &err), GRAY_EINVAL);
 }
 
+/* Changes after a revision, oldest first, across services: the durable log
+ * a cluster backend replays. */
+static void test_policy_changes(void **state) {
+  fx *f = *state;
+  gd_store *s = f->s;
+  gray_error_t err;
+  int res;
+  put_ok(s, "a", 1, "{\"r\":1}");
+  put_ok(s, "b", 2, "{\"r\":2}");
+  assert_int_equal(write_op(s, "delete", "a", 3, -1, NULL, &res, NULL), GRAY_OK);
+  put_ok(s, "c", 4, "{\"r\":4}");
+  hist h;
+  memset(&h, 0, sizeof h);
+  assert_int_equal(s->ops->policy_changes(s, 1, 100, hist_cb, &h, &err), GRAY_OK);
+  assert_int_equal(h.n, 3);
+  assert_int_equal(h.rev[0], 2);
+  assert_int_equal(h.rev[1], 3);
+  assert_int_equal(h.rev[2], 4);
+  assert_string_equal(h.service[1], "a");
+  assert_string_equal(h.op[1], "delete");
+  assert_false(h.has_body[1]);
+  assert_string_equal(h.body[2], "{\"r\":4}");
+  memset(&h, 0, sizeof h);
+  assert_int_equal(s->ops->policy_changes(s, 0, 2, hist_cb, &h, &err), GRAY_OK);
+  assert_int_equal(h.n, 2);
+  assert_int_equal(h.rev[1], 2);
+  memset(&h, 0, sizeof h);
+  assert_int_equal(s->ops->policy_changes(s, 4, 100, hist_cb, &h, &err), GRAY_OK);
+  assert_int_equal(h.n, 0);
+  assert_int_equal(s->ops->policy_changes(s, -1, 100, hist_cb, &h, &err), GRAY_EINVAL);
+  assert_int_equal(s->ops->policy_changes(s, 0, 100, NULL, &h, &err), GRAY_EINVAL);
+}
+
 static void test_policy_at(void **state) {
   fx *f = *state;
   gd_store *s = f->s;
@@ -885,6 +918,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_revision_monotonic, setup, teardown),
       cmocka_unit_test_setup_teardown(test_cas_matrix, setup, teardown),
       cmocka_unit_test_setup_teardown(test_history_paging, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_policy_changes, setup, teardown),
       cmocka_unit_test_setup_teardown(test_policy_at, setup, teardown),
       cmocka_unit_test_setup_teardown(test_rollback_and_current, setup, teardown),
       cmocka_unit_test_setup_teardown(test_audit, setup, teardown),
