@@ -117,14 +117,20 @@ class Grayd:
             return False
 
     def stop(self, sig=signal.SIGTERM):
+        """Stop grayd; a clean SIGTERM stop must exit 0 (under the sanitizer
+        build that also means no leak and no error at shutdown)."""
+        clean = self.proc.poll() is None and sig == signal.SIGTERM
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
-                self.proc.wait(10)
+                self.proc.wait(20)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+                raise Fail("grayd did not stop on SIGTERM within 20 s")
         self.errf.close()
+        if clean and self.proc.returncode != 0:
+            raise Fail("grayd exited %d on SIGTERM: %s" % (self.proc.returncode, open(self.log).read()[-1500:]))
         return self.proc.returncode
 
 
