@@ -2,11 +2,12 @@
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
 FUZZ_BUILD ?= build-fuzz
+TSAN_BUILD ?= build-tsan
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 FUZZ_SECONDS ?= 60
 CMAKE_FLAGS ?=
 
-.PHONY: all deps check check-unit check-asan check-slow bench fuzz fuzz-build demo demo-stop clean
+.PHONY: all deps check check-unit check-asan check-tsan check-slow bench fuzz fuzz-build demo demo-stop clean
 
 all: $(BUILD)/CMakeCache.txt
 	cmake --build $(BUILD) -j$(JOBS)
@@ -17,19 +18,32 @@ $(BUILD)/CMakeCache.txt:
 $(ASAN_BUILD)/CMakeCache.txt:
 	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DGRAY_SANITIZE=ON -DGRAY_BENCH=OFF $(CMAKE_FLAGS)
 
+$(TSAN_BUILD)/CMakeCache.txt:
+	cmake -S . -B $(TSAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DGRAY_TSAN=ON -DGRAY_BENCH=OFF $(CMAKE_FLAGS)
+
 # Installs what is missing (Debian packages), builds, and runs every test:
 # the normal build first, then the unit and data tests again under
-# AddressSanitizer + UndefinedBehaviorSanitizer, then the fuzz corpus replay.
+# AddressSanitizer + UndefinedBehaviorSanitizer (with the fuzz corpus
+# replay and the end-to-end lane test), then the client SDK's tests under
+# ThreadSanitizer.
 check: deps
 	$(MAKE) all
 	cd $(BUILD) && ctest --output-on-failure -j$(JOBS) -LE slow
 	$(MAKE) check-asan
+	$(MAKE) check-tsan
 
 check-asan: $(ASAN_BUILD)/CMakeCache.txt
 	cmake --build $(ASAN_BUILD) -j$(JOBS)
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	  ctest --output-on-failure -j$(JOBS) -L "unit|data|fuzz|integration"
+	  ctest --output-on-failure -j$(JOBS) -L "unit|data|fuzz|integration|e2e"
+
+# The SDK's tests (label "client": unit, stress, integration against a real
+# grayd) in a ThreadSanitizer build.
+check-tsan: $(TSAN_BUILD)/CMakeCache.txt
+	cmake --build $(TSAN_BUILD) -j$(JOBS) --target client-tests
+	cd $(TSAN_BUILD) && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+	  ctest --output-on-failure -j$(JOBS) -L client
 
 check-slow: deps all
 	cd $(BUILD) && ctest --output-on-failure -L slow
@@ -49,14 +63,18 @@ fuzz-build:
 fuzz: deps fuzz-build
 	scripts/fuzz.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
 
-demo:
-	@echo "make demo arrives with the grayd and SDK issues (grayd, the example call chain)."
-	@echo "Until then try the offline evaluator:"
-	@echo "  make && build/bin/grayctl eval --policies examples/policies.json --service order --header 'X-Gray: 1'"
-	@exit 1
+# The main job: grayd and the example call chain (gateway -> order ->
+# order-dal v1|v2) in the background with the sample policies, and curl
+# commands to try. State, logs and PIDs live in a temporary directory named
+# by $(BUILD)/demo.state; make demo-stop stops exactly those processes.
+demo: $(BUILD)/CMakeCache.txt
+	@echo "demo: building grayd, grayctl and the example services (log: $(BUILD)/demo-build.log)"
+	@cmake --build $(BUILD) -j$(JOBS) --target grayd grayctl example-gateway example-order \
+	  example-order-dal >$(BUILD)/demo-build.log 2>&1 || { tail -n 30 $(BUILD)/demo-build.log; exit 1; }
+	@scripts/demo.sh $(BUILD)
 
 demo-stop:
-	@echo "nothing to stop: make demo is not built yet"
+	@scripts/demo-stop.sh $(BUILD)
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD) $(TSAN_BUILD)

@@ -1,0 +1,14 @@
+# End-to-end: grayd and the example call chain (examples/) on 127.0.0.1,
+# label "e2e", one ctest per test function of e2e/lanes_e2e.py so they run
+# in parallel. Included from tests/CMakeLists.txt when the example targets
+# exist (examples/ is added before tests/).
+find_package(Python3 REQUIRED COMPONENTS Interpreter)
+file(STRINGS ${CMAKE_CURRENT_LIST_DIR}/e2e/lanes_e2e.py e2e_defs REGEX "^def t_")
+foreach(line ${e2e_defs})
+  string(REGEX REPLACE "^def (t_[a-z0-9_]+).*" "\\1" name "${line}")
+  add_test(NAME e2e/${name}
+           COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_LIST_DIR}/e2e/lanes_e2e.py
+                   $<TARGET_FILE:grayd> $<TARGET_FILE_DIR:example-gateway>
+                   ${PROJECT_SOURCE_DIR}/examples/lanes.json ${name})
+  set_tests_properties(e2e/${name} PROPERTIES LABELS e2e TIMEOUT 180)
+endforeach()
