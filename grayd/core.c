@@ -1,4 +1,4 @@
-/* grayd: revisions, audit buffering, logging, clocks. */
+/* grayd: revisions, audit and registry-save buffering, logging, clocks. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -76,6 +76,59 @@ void gd_audit_flush(gd_state *s) {
   s->naudit = 0;
 }
 
+static void batch_timer(gd_state *s) {
+  if (s->audit_timer && !evtimer_pending(s->audit_timer, NULL)) {
+    struct timeval tv = {0, 100000};
+    evtimer_add(s->audit_timer, &tv);
+  }
+}
+
+void gd_instance_flush(gd_state *s) {
+  if (!s->ninst) return;
+  gd_instance_rec *recs = calloc(s->ninst, sizeof *recs);
+  if (!recs) abort();
+  for (size_t i = 0; i < s->ninst; i++) {
+    struct gd_inst_save *q = &s->inst_buf[i];
+    recs[i] = (gd_instance_rec){q->service, q->id, q->revision, q->body, q->body_len};
+  }
+  gray_error_t err;
+  if (s->store->ops->instance_save(s->store, recs, s->ninst, &err) != GRAY_OK)
+    gd_log("error", "registry: cannot save %zu changes (a restart would not restore them): %s", s->ninst,
+           err.message);
+  free(recs);
+  for (size_t i = 0; i < s->ninst; i++) {
+    free(s->inst_buf[i].service);
+    free(s->inst_buf[i].id);
+    free(s->inst_buf[i].body);
+  }
+  s->ninst = 0;
+}
+
+void gd_instance_save(gd_state *s, const char *service, const char *id, int64_t revision, char *body) {
+  if (s->ninst == s->cap_inst) {
+    size_t cap = s->cap_inst ? s->cap_inst * 2 : 64;
+    struct gd_inst_save *n = realloc(s->inst_buf, cap * sizeof(*n));
+    if (!n) abort();
+    s->inst_buf = n;
+    s->cap_inst = cap;
+  }
+  struct gd_inst_save *q = &s->inst_buf[s->ninst++];
+  q->service = dup_or(service, "");
+  q->id = dup_or(id, "");
+  q->body = body;
+  q->body_len = body ? strlen(body) : 0;
+  q->revision = revision;
+  if (s->ninst >= 4096)
+    gd_instance_flush(s);
+  else
+    batch_timer(s);
+}
+
+void gd_batch_flush(gd_state *s) {
+  gd_audit_flush(s);
+  gd_instance_flush(s);
+}
+
 void gd_audit(gd_state *s, const char *token, const char *op, const char *target, int status,
               const char *message, int flush) {
   if (s->naudit == s->cap_audit) {
@@ -93,10 +146,8 @@ void gd_audit(gd_state *s, const char *token, const char *op, const char *target
   r->target = dup_or(target, "");
   r->status = status;
   r->message = dup_or(message, "");
-  if (flush || s->naudit >= 512) {
+  if (flush || s->naudit >= 512)
     gd_audit_flush(s);
-  } else if (s->audit_timer && !evtimer_pending(s->audit_timer, NULL)) {
-    struct timeval tv = {0, 100000};
-    evtimer_add(s->audit_timer, &tv);
-  }
+  else
+    batch_timer(s);
 }

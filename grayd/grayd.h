@@ -69,7 +69,14 @@ typedef struct gd_state {
   /* audit entries waiting for the next flush (batched for registry churn) */
   gd_audit_rec *audit_buf;
   size_t naudit, cap_audit;
-  struct event *audit_timer;
+  struct event *audit_timer; /* also flushes the instance saves */
+  /* registry changes waiting to be saved (body NULL: a removal) */
+  struct gd_inst_save {
+    char *service, *id, *body;
+    size_t body_len;
+    int64_t revision;
+  } *inst_buf;
+  size_t ninst, cap_inst;
 } gd_state;
 
 /* Take the next revision, reserving a new block in the store when needed.
@@ -88,5 +95,19 @@ int64_t gd_mono_ms(void);
 void gd_audit(gd_state *s, const char *token, const char *op, const char *target, int status,
               const char *message, int flush);
 void gd_audit_flush(gd_state *s);
+
+/* Queue the save of a registry change for the store (batched like the
+ * audit: within 100 ms, one transaction). body is the instance's JSON,
+ * taken over (freed here); NULL records a removal. A crash may lose the
+ * last 100 ms of saves: the registry is ephemeral, a lost registration
+ * comes back with the instance's next heartbeat (404, re-register) and a
+ * lost removal is evicted one TTL after the restart. */
+void gd_instance_save(gd_state *s, const char *service, const char *id, int64_t revision, char *body);
+void gd_instance_flush(gd_state *s);
+/* Both queues, now (the timer and shutdown). */
+void gd_batch_flush(gd_state *s);
+/* At start: the saved registry back into memory, each instance with a
+ * fresh TTL. Records that do not validate are logged and skipped. */
+int gd_registry_restore(gd_state *s, gray_error_t *err);
 
 #endif

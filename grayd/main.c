@@ -72,10 +72,10 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg) {
   fflush(stderr);
 }
 
-static void on_audit(evutil_socket_t fd, short what, void *arg) {
+static void on_batch(evutil_socket_t fd, short what, void *arg) {
   (void)fd;
   (void)what;
-  gd_audit_flush(arg);
+  gd_batch_flush(arg);
 }
 
 static int hexval(char c) {
@@ -449,8 +449,12 @@ int main(int argc, char **argv) {
   event_config_free(ecfg);
   if (!s.base) abort();
   s.registry = gd_registry_new();
+  if (gd_registry_restore(&s, &err) != GRAY_OK) {
+    fprintf(stderr, "grayd: cannot restore the registry: %s\n", err.message);
+    return 1;
+  }
   s.watch = gd_watch_new(&s, (size_t)cfg->event_window, cfg->max_watchers);
-  s.audit_timer = evtimer_new(s.base, on_audit, &s);
+  s.audit_timer = evtimer_new(s.base, on_batch, &s);
   s.http = gd_http_new(s.base, &cfg->http, tls, gd_api_handle, &s);
   int bound = 0;
   if (!s.audit_timer || !s.http || gd_http_listen(s.http, cfg->listen_host, cfg->listen_port, &bound, &err)) {
@@ -476,7 +480,7 @@ int main(int argc, char **argv) {
   event_base_dispatch(s.base);
   fflush(stderr);
 
-  gd_audit_flush(&s);
+  gd_batch_flush(&s);
   gd_http_free(s.http);
   gd_watch_free(s.watch);
   gd_registry_free(s.registry);
@@ -487,6 +491,7 @@ int main(int argc, char **argv) {
   event_free(s.audit_timer);
   for (size_t i = 0; i < s.naudit; i++) gd_audit_rec_clear(&s.audit_buf[i]);
   free(s.audit_buf);
+  free(s.inst_buf);
   free(s.tokens);
   s.store->ops->close(s.store);
   event_base_free(s.base);

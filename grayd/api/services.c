@@ -53,6 +53,93 @@ static int meta_equal(json_t *a, json_t *b) {
 
 static json_t *instance_event(const gd_instance *in) { return gd_instance_json(in, gd_mono_ms()); }
 
+/* Check an instance object ({address, port, version, metadata, ttl_s}):
+ * NULL when valid (*ttl_s = its TTL, or default_ttl when absent), else the
+ * key at fault, with the reason in msg. */
+static const char *check_instance(json_t *j, int default_ttl, int *ttl_s, char *msg, size_t msgsz) {
+  const char *key;
+  json_t *v;
+  json_object_foreach(j, key, v) {
+    if (strcmp(key, "address") && strcmp(key, "port") && strcmp(key, "version") && strcmp(key, "metadata") &&
+        strcmp(key, "ttl_s")) {
+      snprintf(msg, msgsz, "unknown key (allowed: address, port, version, metadata, ttl_s)");
+      return key; /* lives in j */
+    }
+  }
+  json_t *addr = json_object_get(j, "address"), *port = json_object_get(j, "port"),
+         *ver = json_object_get(j, "version"), *meta = json_object_get(j, "metadata"),
+         *ttl = json_object_get(j, "ttl_s");
+  if (!json_is_string(addr) || !valid_host(json_string_value(addr)) ||
+      strlen(json_string_value(addr)) != json_string_length(addr)) {
+    snprintf(msg, msgsz, "must be an IP address or a host name");
+    return "address";
+  }
+  if (!json_is_integer(port) || json_integer_value(port) < 1 || json_integer_value(port) > 65535) {
+    snprintf(msg, msgsz, "must be an integer from 1 to 65535");
+    return "port";
+  }
+  if (!json_is_string(ver)) {
+    snprintf(msg, msgsz, "must be a version name (a string)");
+    return "version";
+  }
+  gray_str_t vs = {json_string_value(ver), json_string_length(ver)};
+  if (gray__check_name(vs, msg, msgsz) != GRAY_OK) return "version";
+  *ttl_s = default_ttl;
+  if (ttl) {
+    if (!json_is_integer(ttl) || json_integer_value(ttl) < 1 || json_integer_value(ttl) > 3600) {
+      snprintf(msg, msgsz, "must be an integer from 1 to 3600 (seconds)");
+      return "ttl_s";
+    }
+    *ttl_s = (int)json_integer_value(ttl);
+  }
+  if (meta && !json_is_null(meta)) {
+    size_t bytes = 0;
+    if (!json_is_object(meta) || json_object_size(meta) > META_MAX_KEYS) {
+      snprintf(msg, msgsz, "must be an object of at most 32 string values");
+      return "metadata";
+    }
+    json_object_foreach(meta, key, v) {
+      if (!json_is_string(v)) {
+        snprintf(msg, msgsz, "values must be strings");
+        return "metadata";
+      }
+      bytes += strlen(key) + json_string_length(v);
+    }
+    if (bytes > META_MAX_BYTES) {
+      snprintf(msg, msgsz, "is larger than 4096 bytes");
+      return "metadata";
+    }
+  }
+  return NULL;
+}
+
+/* Set an instance's fields from a checked object. */
+static void set_instance(gd_instance *in, json_t *j, int ttl_s, int64_t rev) {
+  json_t *meta = json_object_get(j, "metadata");
+  free(in->address);
+  free(in->version);
+  in->address = strdup(json_string_value(json_object_get(j, "address")));
+  in->version = strdup(json_string_value(json_object_get(j, "version")));
+  if (!in->address || !in->version) abort();
+  in->port = (int)json_integer_value(json_object_get(j, "port"));
+  in->ttl_s = ttl_s;
+  json_decref(in->metadata);
+  in->metadata = meta && !json_is_null(meta) ? json_incref(meta) : NULL;
+  in->revision = rev;
+}
+
+/* Queue the save of an instance's registration for a restart. */
+static void save_instance(gd_state *s, const gd_instance *in) {
+  json_t *o = json_pack("{s:s,s:i,s:s,s:i}", "address", in->address, "port", in->port, "version", in->version,
+                        "ttl_s", in->ttl_s);
+  if (!o) abort();
+  if (in->metadata && json_object_size(in->metadata)) json_object_set(o, "metadata", in->metadata);
+  char *body = json_dumps(o, JSON_COMPACT);
+  json_decref(o);
+  if (!body) abort();
+  gd_instance_save(s, in->service, in->id, in->revision, body);
+}
+
 static void do_register(gd_call *c, const char *service, const char *id) {
   gd_state *s = c->s;
   size_t len;
@@ -66,72 +153,16 @@ static void do_register(gd_call *c, const char *service, const char *id) {
     bad_body(c, "", msg);
     return;
   }
-  const char *key;
-  json_t *v;
-  json_object_foreach(j, key, v) {
-    if (strcmp(key, "address") && strcmp(key, "port") && strcmp(key, "version") && strcmp(key, "metadata") &&
-        strcmp(key, "ttl_s")) {
-      bad_body(c, key, "unknown key (allowed: address, port, version, metadata, ttl_s)");
-      json_decref(j); /* after the reply: key lives in j */
-      return;
-    }
-  }
-  json_t *addr = json_object_get(j, "address"), *port = json_object_get(j, "port"),
-         *ver = json_object_get(j, "version"), *meta = json_object_get(j, "metadata"),
-         *ttl = json_object_get(j, "ttl_s");
-  const char *err_path = NULL, *err_msg = NULL;
   char msg[GRAY_ERROR_TEXT_MAX];
-  if (!json_is_string(addr) || !valid_host(json_string_value(addr)) ||
-      strlen(json_string_value(addr)) != json_string_length(addr)) {
-    err_path = "address";
-    err_msg = "must be an IP address or a host name";
-  } else if (!json_is_integer(port) || json_integer_value(port) < 1 || json_integer_value(port) > 65535) {
-    err_path = "port";
-    err_msg = "must be an integer from 1 to 65535";
-  } else if (!json_is_string(ver)) {
-    err_path = "version";
-    err_msg = "must be a version name (a string)";
-  } else {
-    gray_str_t vs = {json_string_value(ver), json_string_length(ver)};
-    if (gray__check_name(vs, msg, sizeof msg) != GRAY_OK) {
-      err_path = "version";
-      err_msg = msg;
-    }
-  }
-  int ttl_s = s->cfg.default_ttl_s;
-  if (!err_path && ttl) {
-    if (!json_is_integer(ttl) || json_integer_value(ttl) < 1 || json_integer_value(ttl) > 3600) {
-      err_path = "ttl_s";
-      err_msg = "must be an integer from 1 to 3600 (seconds)";
-    } else {
-      ttl_s = (int)json_integer_value(ttl);
-    }
-  }
-  if (!err_path && meta && !json_is_null(meta)) {
-    size_t bytes = 0;
-    if (!json_is_object(meta) || json_object_size(meta) > META_MAX_KEYS) {
-      err_path = "metadata";
-      err_msg = "must be an object of at most 32 string values";
-    } else {
-      json_object_foreach(meta, key, v) {
-        if (!json_is_string(v)) {
-          err_path = "metadata";
-          err_msg = "values must be strings";
-          break;
-        }
-        bytes += strlen(key) + json_string_length(v);
-      }
-      if (!err_path && bytes > META_MAX_BYTES) {
-        err_path = "metadata";
-        err_msg = "is larger than 4096 bytes";
-      }
-    }
-  }
+  int ttl_s;
+  const char *err_path = check_instance(j, s->cfg.default_ttl_s, &ttl_s, msg, sizeof msg);
   if (err_path) {
-    bad_body(c, err_path, err_msg);
-    json_decref(j);
+    bad_body(c, err_path, msg);
+    json_decref(j); /* after the reply: err_path may live in j */
     return;
   }
+  json_t *addr = json_object_get(j, "address"), *port = json_object_get(j, "port"),
+         *ver = json_object_get(j, "version"), *meta = json_object_get(j, "metadata");
   gd_instance *in = gd_registry_find(s->registry, service, id);
   const char *a = json_string_value(addr), *vv = json_string_value(ver);
   int p = (int)json_integer_value(port);
@@ -147,16 +178,8 @@ static void do_register(gd_call *c, const char *service, const char *id) {
       return;
     }
     if (!in) in = gd_registry_add(s->registry, service, id);
-    free(in->address);
-    free(in->version);
-    in->address = strdup(a);
-    in->version = strdup(vv);
-    if (!in->address || !in->version) abort();
-    in->port = p;
-    in->ttl_s = ttl_s;
-    json_decref(in->metadata);
-    in->metadata = m ? json_incref(m) : NULL;
-    in->revision = rev;
+    set_instance(in, j, ttl_s, rev);
+    save_instance(s, in);
   }
   in->expires_ms = gd_mono_ms() + (int64_t)ttl_s * 1000;
   if (!same) {
@@ -182,6 +205,7 @@ static void drop(gd_state *s, gd_instance *in, const char *type) {
   char *service = strdup(in->service), *id = strdup(in->id);
   if (!service || !id) abort();
   gd_registry_remove(s->registry, in);
+  gd_instance_save(s, service, id, rev, NULL);
   gd_watch_event(s->watch, rev, type, service, id, NULL, NULL);
   free(service);
   free(id);
@@ -196,6 +220,47 @@ static void expire_one(void *ctx, gd_instance *in) {
 
 void gd_registry_sweep(gd_state *s);
 void gd_registry_sweep(gd_state *s) { gd_registry_expire(s->registry, gd_mono_ms(), expire_one, s); }
+
+/* One saved instance back into the registry (gd_registry_restore). */
+static int restore_one(void *ctx, const gd_instance_rec *r) {
+  gd_state *s = ctx;
+  char msg[GRAY_ERROR_TEXT_MAX];
+  const char *bad = NULL;
+  int ttl_s = 0;
+  json_error_t jerr;
+  json_t *j = json_loadb(r->body, r->body_len, JSON_REJECT_DUPLICATES, &jerr);
+  gray_str_t sv = {r->service, strlen(r->service)}, iv = {r->id, strlen(r->id)};
+  if (!j || !json_is_object(j)) {
+    bad = "body";
+    snprintf(msg, sizeof msg, "not a JSON object");
+  } else if (gray__check_name(sv, msg, sizeof msg) != GRAY_OK) {
+    bad = "service";
+  } else if (gray__check_name(iv, msg, sizeof msg) != GRAY_OK) {
+    bad = "id";
+  } else if (r->revision > s->revision) {
+    bad = "revision";
+    snprintf(msg, sizeof msg, "%lld is above the store's %lld", (long long)r->revision, (long long)s->revision);
+  } else {
+    bad = check_instance(j, s->cfg.default_ttl_s, &ttl_s, msg, sizeof msg);
+  }
+  if (bad) {
+    gd_log("warn", "registry: saved instance %s/%s skipped: %s: %s", r->service, r->id, bad, msg);
+  } else if (!gd_registry_find(s->registry, r->service, r->id)) {
+    gd_instance *in = gd_registry_add(s->registry, r->service, r->id);
+    set_instance(in, j, ttl_s, r->revision);
+    in->expires_ms = gd_mono_ms() + (int64_t)ttl_s * 1000;
+  }
+  json_decref(j);
+  return 0;
+}
+
+int gd_registry_restore(gd_state *s, gray_error_t *err) {
+  if (s->store->ops->instance_each(s->store, restore_one, s, err) != GRAY_OK) return -1;
+  size_t n = gd_registry_count(s->registry);
+  if (n)
+    gd_log("info", "registry: %zu saved instances restored; each has its full TTL to heartbeat", n);
+  return GRAY_OK;
+}
 
 static void list_services(gd_call *c) {
   gd_service_list *sl;

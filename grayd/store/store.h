@@ -6,7 +6,8 @@
  *
  * Model. Every change in grayd has one global revision (policies and
  * registry together, as in etcd). Policy writes are stored with the revision
- * grayd assigns to them; registry changes live in memory, so the store keeps
+ * grayd assigns to them; the registry lives in memory (saved in batches,
+ * without heartbeats, for restarts: instance_save), so the store keeps
  * a "reserved" high-water mark that grayd raises in blocks, and a restarted
  * grayd continues after it: revisions never go backwards, never repeat. */
 #ifndef GRAYD_STORE_H
@@ -23,6 +24,7 @@ typedef struct gd_store gd_store;
 #define GD_STORE_BODY_MAX (16u << 20) /* a policy body, bytes (the API caps at 1 MiB) */
 #define GD_STORE_TEXT_MAX 4096u       /* service, actor and each audit field, bytes */
 #define GD_STORE_LIST_MAX 1000        /* entries per history or audit page */
+#define GD_STORE_INSTANCE_MAX 65536u  /* a saved instance's JSON, bytes */
 
 /* One stored policy version (an entry of the history). A record passed to a
  * callback is borrowed: its strings point into the store and are valid only
@@ -60,6 +62,21 @@ typedef struct gd_audit_rec {
 /* Free the strings of an audit record the caller built with malloc'd
  * strings (free()) and zero it. Accepts NULL. */
 void gd_audit_rec_clear(gd_audit_rec *r);
+
+/* A saved registry instance. The registry lives in memory (heartbeats are
+ * never stored); grayd saves each instance's registration and removal in
+ * batches so that a restarted grayd serves the registry it had, each
+ * instance with a fresh TTL, instead of an empty one while every instance
+ * re-registers. Borrowed in both directions. body is the instance as JSON
+ * ({"address","port","version","metadata","ttl_s"}); NULL in a save means
+ * delete. */
+typedef struct gd_instance_rec {
+  const char *service;
+  const char *id;
+  int64_t revision; /* of the instance's last change */
+  const char *body;
+  size_t body_len;
+} gd_instance_rec;
 
 /* Write of one policy change. expect_revision: -1 = no condition;
  * 0 = the service must have no current policy; N > 0 = the service's current
@@ -125,10 +142,6 @@ typedef struct gd_store_ops {
    * 1..GD_STORE_LIST_MAX). */
   int (*policy_history)(gd_store *s, const char *service, int64_t before, int limit,
                         int (*fn)(void *ctx, const gd_policy_rec *r), void *ctx, gray_error_t *err);
-  /* One history entry of a service at exactly `revision`; GRAY_ENOTFOUND if
-   * none. *out is overwritten (not freed) and owned by the caller afterwards
-   * (gd_policy_rec_clear); on any error it is left zeroed. body is NULL for
-   * a delete. */
   /* Policy changes after revision `after`, oldest first, at most limit
    * (1..GD_STORE_LIST_MAX): "watch from a revision" over the durable log.
    * grayd uses the in-memory window for live watchers; a cluster backend
@@ -136,6 +149,10 @@ typedef struct gd_store_ops {
    * a push subscription of its own. */
   int (*policy_changes)(gd_store *s, int64_t after, int limit,
                         int (*fn)(void *ctx, const gd_policy_rec *r), void *ctx, gray_error_t *err);
+  /* One history entry of a service at exactly `revision`; GRAY_ENOTFOUND if
+   * none. *out is overwritten (not freed) and owned by the caller afterwards
+   * (gd_policy_rec_clear); on any error it is left zeroed. body is NULL for
+   * a delete. */
   int (*policy_at)(gd_store *s, const char *service, int64_t revision, gd_policy_rec *out,
                    gray_error_t *err);
   /* Append audit entries (a batch, one transaction: all or none). The
@@ -145,6 +162,13 @@ typedef struct gd_store_ops {
    * GRAY_EINVAL), at most limit (clamped to 1..GD_STORE_LIST_MAX). */
   int (*audit_list)(gd_store *s, int64_t before, int limit,
                     int (*fn)(void *ctx, const gd_audit_rec *r), void *ctx, gray_error_t *err);
+  /* Save registry changes (a batch, one transaction: all or none): an
+   * upsert per record with a body, a delete per record without (deleting
+   * an absent instance is no error). n == 0 does nothing. */
+  int (*instance_save)(gd_store *s, const gd_instance_rec *recs, size_t n, gray_error_t *err);
+  /* The saved instances, by service then id. */
+  int (*instance_each)(gd_store *s, int (*fn)(void *ctx, const gd_instance_rec *r), void *ctx,
+                       gray_error_t *err);
   /* Finalize and close; s is freed. */
   void (*close)(gd_store *s);
 } gd_store_ops;

@@ -11,7 +11,9 @@
  * repeat, so the key enforces it and max(revision) is one B-tree lookup).
  * `policies` holds the current policy of each service; its revision points
  * at the history entry that wrote it (a foreign key). `audit` is an
- * append-only log whose ids AUTOINCREMENT never reuses.
+ * append-only log whose ids AUTOINCREMENT never reuses. `instances` is
+ * the registry as grayd last saved it (a restart restores it; heartbeats
+ * are not stored).
  *
  * Migrations are an ordered list of SQL steps; step N brings the schema
  * from version N-1 to N in one transaction. Add a step at the end, never
@@ -65,6 +67,14 @@ static const char *const migrations[] = {
     "  target TEXT NOT NULL,"
     "  status INTEGER NOT NULL,"
     "  message TEXT NOT NULL);",
+    /* 2: the registry's last known instances, so a restarted grayd serves
+     * them (with a fresh TTL) instead of an empty registry. */
+    "CREATE TABLE instances ("
+    "  service TEXT NOT NULL,"
+    "  id TEXT NOT NULL,"
+    "  revision INTEGER NOT NULL CHECK (revision > 0),"
+    "  body TEXT NOT NULL,"
+    "  PRIMARY KEY (service, id)) WITHOUT ROWID;",
 };
 #define SQ_SCHEMA_VERSION ((int64_t)(sizeof migrations / sizeof migrations[0]))
 
@@ -101,7 +111,13 @@ static const char *const migrations[] = {
     " VALUES (?1, ?2, ?3, ?4, ?5, ?6)")                                                        \
   X(AUDIT_LIST,                                                                                \
     "SELECT id, time_ms, token, op, target, status, message FROM audit"                        \
-    " WHERE id < ?1 ORDER BY id DESC LIMIT ?2")
+    " WHERE id < ?1 ORDER BY id DESC LIMIT ?2")                                             \
+  X(INST_UPSERT,                                                                               \
+    "INSERT INTO instances (service, id, revision, body) VALUES (?1, ?2, ?3, ?4)"              \
+    " ON CONFLICT (service, id) DO UPDATE SET revision = excluded.revision,"                   \
+    " body = excluded.body")                                                                   \
+  X(INST_DELETE, "DELETE FROM instances WHERE service = ?1 AND id = ?2")                       \
+  X(INST_EACH, "SELECT service, id, revision, body FROM instances ORDER BY service, id")
 
 typedef enum {
 #define SQ_STMT_ENUM(name, sql) SQ_##name,
@@ -697,6 +713,97 @@ out:
   return rc;
 }
 
+/* One saved instance change: upsert, or delete when body is NULL. */
+static int sq_instance_one(gd_sqlite *s, const gd_instance_rec *r, gray_error_t *err) {
+  if (!r->service || !r->id || !r->service[0] || !r->id[0] ||
+      sq_len(r->service, GD_STORE_TEXT_MAX) > GD_STORE_TEXT_MAX ||
+      sq_len(r->id, GD_STORE_TEXT_MAX) > GD_STORE_TEXT_MAX) {
+    sq_set(err, GRAY_EINVAL, "instance_save: a service or id is missing or longer than %u bytes",
+           GD_STORE_TEXT_MAX);
+    return GRAY_EINVAL;
+  }
+  if (r->body && (r->body_len > GD_STORE_INSTANCE_MAX || r->revision <= 0)) {
+    sq_set(err, GRAY_EINVAL, "instance_save: %s/%s: body over %u bytes or revision not positive", r->service,
+           r->id, GD_STORE_INSTANCE_MAX);
+    return GRAY_EINVAL;
+  }
+  sqlite3_stmt *st = s->st[r->body ? SQ_INST_UPSERT : SQ_INST_DELETE];
+  int ok = sq_bind_text(st, 1, r->service, strlen(r->service)) == SQLITE_OK &&
+           sq_bind_text(st, 2, r->id, strlen(r->id)) == SQLITE_OK;
+  if (ok && r->body)
+    ok = sqlite3_bind_int64(st, 3, r->revision) == SQLITE_OK &&
+         sq_bind_text(st, 4, r->body, r->body_len) == SQLITE_OK;
+  int rc = GRAY_OK;
+  if (!ok || sqlite3_step(st) != SQLITE_DONE) rc = sq_fail(s, err, "save instance");
+  sq_release(st);
+  return rc;
+}
+
+static int sq_instance_save(gd_store *base, const gd_instance_rec *recs, size_t n, gray_error_t *err) {
+  gd_sqlite *s = (gd_sqlite *)base;
+  int rc = sq_enter(s, err), began = 0;
+  if (rc != GRAY_OK || n == 0) goto out;
+  if (!recs) {
+    rc = GRAY_EINVAL;
+    sq_set(err, rc, "instance_save: no records");
+    goto out;
+  }
+  rc = sq_begin(s, err);
+  if (rc != GRAY_OK) goto out;
+  began = 1;
+  for (size_t i = 0; i < n; i++) {
+    rc = sq_instance_one(s, &recs[i], err);
+    if (rc != GRAY_OK) goto out;
+  }
+  if (sqlite3_step(s->st[SQ_COMMIT]) != SQLITE_DONE) {
+    rc = sq_fail(s, err, "commit instances");
+    sqlite3_reset(s->st[SQ_COMMIT]);
+    goto out;
+  }
+  sqlite3_reset(s->st[SQ_COMMIT]);
+  began = 0;
+out:
+  if (began) sq_abort(s);
+  return rc;
+}
+
+static int sq_instance_each(gd_store *base, int (*fn)(void *ctx, const gd_instance_rec *r), void *ctx,
+                            gray_error_t *err) {
+  gd_sqlite *s = (gd_sqlite *)base;
+  sqlite3_stmt *st = NULL;
+  gd_instance_rec r;
+  size_t len;
+  int rc = sq_enter(s, err), step = SQLITE_DONE, stop = 0;
+  if (rc != GRAY_OK) goto out;
+  if (!fn) {
+    rc = GRAY_EINVAL;
+    sq_set(err, rc, "instance_each: missing callback");
+    goto out;
+  }
+  st = s->st[SQ_INST_EACH];
+  while (!stop && (step = sqlite3_step(st)) == SQLITE_ROW) {
+    char *service, *id, *body;
+    memset(&r, 0, sizeof r);
+    if (sq_col_text(st, 0, 0, &service, &len) < 0 || sq_col_text(st, 1, 0, &id, &len) < 0 ||
+        sq_col_text(st, 3, 0, &body, &r.body_len) < 0) {
+      rc = GRAY_EIO;
+      sq_set(err, rc, "sqlite: read instances: out of memory or malformed row");
+      goto out;
+    }
+    r.service = service;
+    r.id = id;
+    r.body = body;
+    r.revision = sqlite3_column_int64(st, 2);
+    s->in_callback = 1;
+    stop = fn(ctx, &r);
+    s->in_callback = 0;
+  }
+  if (!stop && step != SQLITE_DONE) rc = sq_fail(s, err, "read instances");
+out:
+  if (st) sq_release(st);
+  return rc;
+}
+
 /* Finalize, close and free; accepts a half-opened store. */
 static void sq_destroy(gd_sqlite *s) {
   if (!s) return;
@@ -725,6 +832,8 @@ static const gd_store_ops sq_ops = {
     .policy_at = sq_policy_at,
     .audit_append = sq_audit_append,
     .audit_list = sq_audit_list,
+    .instance_save = sq_instance_save,
+    .instance_each = sq_instance_each,
     .close = sq_close,
 };
 

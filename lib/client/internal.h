@@ -122,6 +122,7 @@ typedef struct gray__model {
   int reg_stale;         /* `services` changed since `reg` was built */
   char *const *follow;   /* borrowed; NULL: every service */
   size_t nfollow;
+  uint64_t resets;       /* watch answers applied as a reset */
   gray__logger lg;
 } gray__model;
 
@@ -269,6 +270,10 @@ void gray__client_write_cache(gray_client_t *c);
 /* Watch thread (watch.c) and registry thread (registry.c). */
 void *gray__watch_main(void *arg);
 void *gray__registry_main(void *arg);
+/* Renew every registration now (the watch thread after a reset: a grayd
+ * that lost its registry answers 404 and the instance registers again at
+ * once rather than a third of its TTL later). Thread-safe. */
+void gray__registry_poke(gray_client_t *c);
 /* Deregister every registration (best effort, bounded by the connect
  * timeout), called by _stop after the threads have ended. */
 void gray__registry_deregister_all(gray_client_t *c);

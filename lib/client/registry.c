@@ -258,6 +258,15 @@ static void keep_alive(gray_client_t *c, CURL *h, const gray__reg *r, const char
   snprintf(why, whysz, "%s", res.why);
 }
 
+void gray__registry_poke(gray_client_t *c) {
+  pthread_mutex_lock(&c->reg_mu);
+  int64_t now = gray__mono_ms();
+  for (size_t i = 0; i < c->nregs; i++)
+    if (c->regs[i].next_ms != INT64_MAX && c->regs[i].next_ms > now) c->regs[i].next_ms = now;
+  pthread_cond_broadcast(&c->reg_cv);
+  pthread_mutex_unlock(&c->reg_mu);
+}
+
 void *gray__registry_main(void *arg) {
   gray_client_t *c = arg;
   CURL *h = gray__http_new(c);

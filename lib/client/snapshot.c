@@ -426,6 +426,7 @@ int gray__model_apply(gray__model *m, const char *body, size_t len, int *changed
     json_incref(p_before);
     json_incref(s_before);
     rc = gray__model_reset(m, json_object_get(doc, "snapshot"), err);
+    if (rc == GRAY_OK) m->resets++;
     if (rc == GRAY_OK)
       *changed = strcmp(before, m->store_id) || rev_before != m->revision || p_before != m->policies ||
                  s_before != m->services;

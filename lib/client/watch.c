@@ -96,7 +96,15 @@ static int apply(gray_client_t *c, const gray__buf *body, char *why, size_t whys
   int64_t before = c->model->revision;
   char before_store[GRAY__STORE_ID_MAX + 1];
   memcpy(before_store, c->model->store_id, sizeof before_store);
+  uint64_t resets = c->model->resets;
   int rc = gray__model_apply(c->model, body->p ? body->p : "", body->len, &changed, &e);
+  if (c->model->resets != resets && before_store[0]) {
+    /* grayd restarted (or its store changed): make sure it knows our
+     * instances now rather than at the next heartbeat. */
+    gray__log(&c->lg, GRAY__INFO, "watch: grayd sent a full snapshot (revision %lld); renewing our registrations",
+              (long long)c->model->revision);
+    gray__registry_poke(c);
+  }
   if (changed) {
     gray_error_t pe;
     if (before_store[0] && strcmp(before_store, c->model->store_id))

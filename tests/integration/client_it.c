@@ -580,6 +580,35 @@ static void t_wiped_store_reset(void) {
   log_free(&lb);
 }
 
+/* grayd back with a wiped database (no registry): the reset the SDK gets
+ * makes it renew its registrations at once, not a third of the TTL later
+ * (60 s TTL here: the next heartbeat would come after 20 s). */
+static void t_reregister_after_reset(void) {
+  grayd g, g2;
+  logbuf lb;
+  gray_error_t err;
+  CHECK(grayd_start(&g, "first.db", 0) == 0, "grayd");
+  log_init(&lb, "sdk");
+  gray_client_t *c = client(g.url, g.token, NULL, &lb);
+  CHECK(c, "client");
+  CHECK(gray_client_wait_ready(c, 5000) == GRAY_OK, "not ready");
+  gray_instance_t in = {"order", "order-it-r", "127.0.0.1", 18081, "v1", 60, NULL};
+  CHECK(gray_client_register(c, &in, &err) == GRAY_OK, "register: %s", err.message);
+  CHECK(instance_listed(&g, "order", "order-it-r"), "not listed after register");
+  int port = g.port;
+  grayd_stop(&g);
+  sleep_ms(200);
+  CHECK(grayd_start(&g2, "second.db", port) == 0, "grayd 2");
+  int64_t t0 = now_ms();
+  while (now_ms() - t0 < 8000 && !instance_listed(&g2, "order", "order-it-r")) sleep_ms(20);
+  CHECK(instance_listed(&g2, "order", "order-it-r"), "not registered again within 8 s of the reset");
+  fprintf(stderr, "registered again %lld ms after grayd's return\n", (long long)(now_ms() - t0));
+  CHECK(log_has(&lb, "renewing our registrations"), "the reset was not logged");
+  gray_client_free(c);
+  grayd_stop(&g2);
+  log_free(&lb);
+}
+
 static int free_port(void) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   struct sockaddr_in a;
@@ -679,7 +708,7 @@ typedef struct test {
 #define T(name) {#name, name}
 static const test TESTS[] = {
     T(t_decide_follows_policy), T(t_empty_grayd_ready),  T(t_register_heartbeat), T(t_grayd_down_keeps_routing),
-    T(t_wiped_store_reset),     T(t_failover),           T(t_bad_token),          T(t_register_while_down),
+    T(t_wiped_store_reset),     T(t_reregister_after_reset), T(t_failover),           T(t_bad_token),          T(t_register_while_down),
 };
 
 static void kill_grayds(void) {

@@ -391,6 +391,70 @@ def t_ttl_eviction(tmp):
         g.stop()
 
 
+@test
+def t_registry_survives_restart(tmp):
+    """A restarted grayd serves the registry it had (each instance with a
+    fresh TTL), not an empty one: executors that reconnect keep their
+    upstreams while the instances' heartbeats resume."""
+    data = os.path.join(tmp, "r.db")
+    g = Grayd(tmp, data=data)
+    inst = lambda port, ver, ttl: {"address": "127.0.0.1", "port": port, "version": ver, "ttl_s": ttl,
+                                   "metadata": {"zone": "a"}}
+    try:
+        g.req("PUT", "/v1/services/order/instances/a", inst(1, "v1", 3))
+        g.req("PUT", "/v1/services/order/instances/b", inst(2, "v2", 60))
+        g.req("PUT", "/v1/services/order/instances/gone", inst(3, "v1", 60))
+        g.req("PUT", "/v1/services/pay/instances/p", inst(4, "v1", 60))
+        st, _, _ = g.req("DELETE", "/v1/services/order/instances/gone")
+        check(st == 200, st)
+        st, _, before = g.req("GET", "/v1/services/order/instances")
+    finally:
+        g.stop()
+    g = Grayd(tmp, data=data)
+    try:
+        st, _, doc = g.req("GET", "/v1/services/order/instances")
+        check(st == 200 and [(i["id"], i["version"], i["port"], i["metadata"]) for i in doc["instances"]]
+              == [(i["id"], i["version"], i["port"], i["metadata"]) for i in before["instances"]]
+              and sorted(i["id"] for i in doc["instances"]) == ["a", "b"], (before, doc))
+        check(all(i["expires_in_ms"] > 2000 for i in doc["instances"]), doc)
+        check("2 saved instances restored" not in open(g.log).read()
+              and "3 saved instances restored" in open(g.log).read(), open(g.log).read()[-800:])
+        # The snapshot a reconnecting watcher gets (reset) holds them too.
+        st, _, snap = g.req("GET", "/v1/watch?since=1&wait=0s")
+        check(snap.get("reset") is True, snap)
+        # A heartbeat is answered (no 404, no re-registration needed) ...
+        st, _, _ = g.req("PUT", "/v1/services/order/instances/b/heartbeat")
+        check(st == 200, st)
+        # ... and an instance that never heartbeats again is evicted after its TTL.
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            ids = [i["id"] for i in g.req("GET", "/v1/services/order/instances")[2]["instances"]]
+            if ids == ["b"]:
+                break
+            g.req("PUT", "/v1/services/order/instances/b/heartbeat")
+            time.sleep(0.3)
+        check(ids == ["b"], ids)
+        # kill -9 shortly after a registration: the save (batched, 100 ms) is there.
+        g.req("PUT", "/v1/services/order/instances/c", inst(5, "v3", 60))
+        time.sleep(0.5)
+        g.proc.send_signal(signal.SIGKILL)
+        g.proc.wait()
+        g.stop()
+        g = Grayd(tmp, data=data)
+        ids = sorted(i["id"] for i in g.req("GET", "/v1/services/order/instances")[2]["instances"])
+        check(ids == ["b", "c"], ids)
+        # A saved row that does not validate is skipped with a warning, not loaded.
+        g.stop()
+        subprocess.run(["sqlite3", data, "UPDATE instances SET body = '{\"address\": \"a;b\", \"port\": 1, "
+                        "\"version\": \"v1\"}' WHERE id = 'c'"], check=True)
+        g = Grayd(tmp, data=data)
+        ids = sorted(i["id"] for i in g.req("GET", "/v1/services/order/instances")[2]["instances"])
+        check(ids == ["b"], ids)
+        check(re.search(r"saved instance order/c skipped: address", open(g.log).read()), open(g.log).read()[-800:])
+    finally:
+        g.stop()
+
+
 # ---------------------------------------------------------------- watch
 
 @test

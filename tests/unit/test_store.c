@@ -612,7 +612,85 @@ static void test_newer_schema_refused(void **state) {
   /* Refusing changed nothing. */
   assert_int_equal(sql_int(f->path, "SELECT schema_version FROM meta"), 999);
   sql_exec(f->path, "UPDATE meta SET schema_version = 1");
+  /* Back at version 1 (and its tables only), the store migrates itself. */
+  sql_exec(f->path, "DROP TABLE instances");
   f->s = open_ok(f->path);
+  assert_int_equal(sql_int(f->path, "SELECT schema_version FROM meta"), v);
+  assert_int_equal(sql_int(f->path, "SELECT count(*) FROM sqlite_master WHERE name = 'instances'"), 1);
+}
+
+/* ---- saved registry ---------------------------------------------------- */
+
+typedef struct ilist {
+  int n;
+  char key[8][64];
+  int64_t rev[8];
+  char body[8][128];
+} ilist;
+
+static int inst_cb(void *ctx, const gd_instance_rec *r) {
+  ilist *l = ctx;
+  if (l->n == 8) return 1;
+  snprintf(l->key[l->n], sizeof l->key[0], "%s/%s", r->service, r->id);
+  l->rev[l->n] = r->revision;
+  snprintf(l->body[l->n], sizeof l->body[0], "%.*s", (int)r->body_len, r->body);
+  l->n++;
+  return 0;
+}
+
+static ilist instances(gd_store *s) {
+  ilist l;
+  gray_error_t err;
+  memset(&l, 0, sizeof l);
+  assert_int_equal(s->ops->instance_each(s, inst_cb, &l, &err), GRAY_OK);
+  return l;
+}
+
+static void test_instances(void **state) {
+  fx *f = *state;
+  gd_store *s = f->s;
+  gray_error_t err;
+  gd_instance_rec b1[] = {
+      {"order", "i-2", 5, "{\"v\":2}", 7},
+      {"order", "i-1", 6, "{\"v\":1}", 7},
+      {"gateway", "g-1", 7, "{\"g\":1}", 7},
+      {"order", "i-1", 8, "{\"v\":9}", 7}, /* a later change of the same instance wins */
+  };
+  assert_int_equal(s->ops->instance_save(s, b1, 4, &err), GRAY_OK);
+  ilist l = instances(s);
+  assert_int_equal(l.n, 3);
+  assert_string_equal(l.key[0], "gateway/g-1"); /* by service, then id */
+  assert_string_equal(l.key[1], "order/i-1");
+  assert_int_equal(l.rev[1], 8);
+  assert_string_equal(l.body[1], "{\"v\":9}");
+  assert_string_equal(l.key[2], "order/i-2");
+
+  /* A removal (and one of an instance never saved) in the same batch. */
+  gd_instance_rec b2[] = {{"order", "i-2", 9, NULL, 0}, {"order", "nobody", 10, NULL, 0}};
+  assert_int_equal(s->ops->instance_save(s, b2, 2, &err), GRAY_OK);
+  l = instances(s);
+  assert_int_equal(l.n, 2);
+  assert_string_equal(l.key[1], "order/i-1");
+
+  /* A bad record anywhere in a batch: nothing of the batch is saved. */
+  gd_instance_rec b3[] = {{"order", "i-3", 11, "{}", 2}, {"order", "", 12, "{}", 2}};
+  assert_int_equal(s->ops->instance_save(s, b3, 2, &err), GRAY_EINVAL);
+  assert_non_null(strstr(err.message, "service or id"));
+  gd_instance_rec b4[] = {{"order", "i-3", 0, "{}", 2}};
+  assert_int_equal(s->ops->instance_save(s, b4, 1, &err), GRAY_EINVAL);
+  assert_int_equal(s->ops->instance_save(s, NULL, 1, &err), GRAY_EINVAL);
+  assert_int_equal(s->ops->instance_save(s, NULL, 0, &err), GRAY_OK);
+  assert_int_equal(instances(s).n, 2);
+  assert_int_equal(s->ops->instance_each(s, NULL, NULL, &err), GRAY_EINVAL);
+
+  /* They survive a reopen. */
+  reopen(f);
+  s = f->s;
+  l = instances(s);
+  assert_int_equal(l.n, 2);
+  assert_string_equal(l.key[0], "gateway/g-1");
+  assert_string_equal(l.body[0], "{\"g\":1}");
+  assert_int_equal(l.rev[0], 7);
 }
 
 static void test_open_refusals(void **state) {
@@ -843,6 +921,23 @@ static void test_oom_writes(void **state) {
   assert_int_equal(rc, GRAY_OK);
 
   for (n = 1; n < 100000; n++) {
+    gd_instance_rec batch[2] = {{"a", "i-1", 2, "{}", 2}, {"a", "i-2", 2, "{}", 2}};
+    fail_countdown = n;
+    rc = s->ops->instance_save(s, batch, 2, &err);
+    fail_countdown = 0;
+    ilist l;
+    memset(&l, 0, sizeof l);
+    assert_int_equal(s->ops->instance_each(s, inst_cb, &l, &err), GRAY_OK);
+    if (rc == GRAY_OK) {
+      assert_int_equal(l.n, 2);
+      break;
+    }
+    assert_int_equal(rc, GRAY_EIO);
+    assert_int_equal(l.n, 0);
+  }
+  assert_int_equal(rc, GRAY_OK);
+
+  for (n = 1; n < 100000; n++) {
     fail_countdown = n;
     rc = s->ops->reserve(s, 500, &err);
     fail_countdown = 0;
@@ -924,6 +1019,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_audit, setup, teardown),
       cmocka_unit_test_setup_teardown(test_reopen_preserves, setup, teardown),
       cmocka_unit_test_setup_teardown(test_newer_schema_refused, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_instances, setup, teardown),
       cmocka_unit_test_setup_teardown(test_open_refusals, setup, teardown),
       cmocka_unit_test_setup_teardown(test_binding, setup, teardown),
       cmocka_unit_test_setup_teardown(test_revision_lower_refused, setup, teardown),
