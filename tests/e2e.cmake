@@ -3,6 +3,8 @@
 # in parallel. Included from tests/CMakeLists.txt when the example targets
 # exist (examples/ is added before tests/).
 find_package(Python3 REQUIRED COMPONENTS Interpreter)
+# A new test function re-runs cmake (the list is read at configure time).
+set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS ${CMAKE_CURRENT_LIST_DIR}/e2e/lanes_e2e.py)
 file(STRINGS ${CMAKE_CURRENT_LIST_DIR}/e2e/lanes_e2e.py e2e_defs REGEX "^def t_")
 foreach(line ${e2e_defs})
   string(REGEX REPLACE "^def (t_[a-z0-9_]+).*" "\\1" name "${line}")

@@ -121,6 +121,7 @@ typedef struct grayd {
   char token[128];
   char url[64];
   char log[512];
+  char ca[512]; /* the certificate an https grayd serves ("" for http) */
 } grayd;
 
 static char *slurp(const char *path, size_t *len) {
@@ -164,11 +165,17 @@ static int write_tokens(const char *path) {
   return fclose(f);
 }
 
-static int grayd_start(grayd *g, const char *db, int port) {
+/* Start grayd on port (0: any) with database db; over TLS with cert and
+ * key when given. */
+static int grayd_start_tls(grayd *g, const char *db, int port, const char *cert, const char *key) {
   char listen[64], data[512], tokens[512];
   static int seq;
   posix_spawn_file_actions_t fa;
   memset(g, 0, sizeof *g);
+  const char *scheme = cert ? "https" : "http";
+  char prefix[64];
+  snprintf(prefix, sizeof prefix, "listening on %s://127.0.0.1:", scheme);
+  if (cert) snprintf(g->ca, sizeof g->ca, "%s", cert);
   snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
   snprintf(data, sizeof data, "%s/%s", g_tmp, db);
   snprintf(tokens, sizeof tokens, "%s/tokens", g_tmp);
@@ -178,7 +185,8 @@ static int grayd_start(grayd *g, const char *db, int port) {
     fprintf(stderr, "cannot write %s\n", tokens);
     return -1;
   }
-  char *argv[] = {(char *)g_grayd, "--tokens", tokens, "--listen", listen, "--data", data, NULL};
+  char *argv[] = {(char *)g_grayd, "--tokens", tokens, "--listen", listen, "--data", data,
+                  cert ? "--tls-cert" : NULL, (char *)cert, "--tls-key", (char *)key, NULL};
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
   posix_spawn_file_actions_addopen(&fa, 2, g->log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
@@ -192,9 +200,9 @@ static int grayd_start(grayd *g, const char *db, int port) {
   for (int64_t end = now_ms() + 10000; now_ms() < end; sleep_ms(20)) {
     char *text = slurp(g->log, NULL);
     char port_s[16];
-    if (text && after(text, "listening on http://127.0.0.1:", port_s, sizeof port_s)) {
+    if (text && after(text, prefix, port_s, sizeof port_s)) {
       g->port = atoi(port_s);
-      snprintf(g->url, sizeof g->url, "http://127.0.0.1:%d", g->port);
+      snprintf(g->url, sizeof g->url, "%s://127.0.0.1:%d", scheme, g->port);
       free(text);
       return 0;
     }
@@ -210,6 +218,8 @@ static int grayd_start(grayd *g, const char *db, int port) {
   fprintf(stderr, "grayd did not start\n");
   return -1;
 }
+
+static int grayd_start(grayd *g, const char *db, int port) { return grayd_start_tls(g, db, port, NULL, NULL); }
 
 static void grayd_stop(grayd *g) {
   int st;
@@ -258,6 +268,7 @@ static long call(const grayd *g, const char *method, const char *path, const cha
   hd = curl_slist_append(hd, "Content-Type: application/json");
   curl_easy_setopt(h, CURLOPT_URL, url);
   curl_easy_setopt(h, CURLOPT_HTTPHEADER, hd);
+  if (g->ca[0]) curl_easy_setopt(h, CURLOPT_CAINFO, g->ca);
   curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
   curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 10000L);
@@ -285,11 +296,13 @@ static long long put_policy(const grayd *g, const char *service, const char *jso
 
 /* ---- SDK helpers ------------------------------------------------------------ */
 
-static gray_client_t *client(const char *servers, const char *token, const char *cache, logbuf *lb) {
+static gray_client_t *client_ca(const char *servers, const char *token, const char *cache, const char *ca,
+                                logbuf *lb) {
   gray_client_options_t o;
   gray_client_t *c = NULL;
   gray_error_t err;
   gray_client_options_init(&o);
+  o.ca_file = ca;
   o.servers = servers;
   o.token = token;
   o.cache_path = cache;
@@ -304,6 +317,10 @@ static gray_client_t *client(const char *servers, const char *token, const char 
     return NULL;
   }
   return c;
+}
+
+static gray_client_t *client(const char *servers, const char *token, const char *cache, logbuf *lb) {
+  return client_ca(servers, token, cache, NULL, lb);
 }
 
 static const char *decide(gray_client_t *c, const char *service, int gray_header, gray_client_decision_t *d) {
@@ -609,6 +626,70 @@ static void t_reregister_after_reset(void) {
   log_free(&lb);
 }
 
+/* Run a program (no shell) and wait; its exit status, or -1. */
+static int run(char *const argv[]) {
+  pid_t pid;
+  int st;
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+  int rc = posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ);
+  posix_spawn_file_actions_destroy(&fa);
+  if (rc != 0 || waitpid(pid, &st, 0) != pid) return -1;
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* An https grayd: the SDK verifies its certificate against ca_file, and
+ * refuses one it cannot verify (no snapshot, an error naming the cause). */
+static void t_tls_ca_file(void) {
+  grayd g;
+  logbuf lb, lb2, lb3;
+  gray_client_decision_t d;
+  char key[600], crt[600], other_key[600], other_crt[600];
+  snprintf(key, sizeof key, "%s/k.pem", g_tmp);
+  snprintf(crt, sizeof crt, "%s/c.pem", g_tmp);
+  snprintf(other_key, sizeof other_key, "%s/k2.pem", g_tmp);
+  snprintf(other_crt, sizeof other_crt, "%s/c2.pem", g_tmp);
+  char *req1[] = {"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", crt,
+                  "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1", NULL};
+  char *req2[] = {"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", other_key, "-out",
+                  other_crt, "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
+                  NULL};
+  CHECK(run(req1) == 0 && run(req2) == 0, "openssl req failed");
+  CHECK(grayd_start_tls(&g, "tls.db", 0, crt, key) == 0, "grayd over TLS");
+  CHECK(put_policy(&g, "order", POLICY_V1) > 0, "put over https");
+
+  log_init(&lb, "sdk");
+  gray_client_t *c = client_ca(g.url, g.token, NULL, crt, &lb);
+  CHECK(c, "client");
+  CHECK(gray_client_wait_ready(c, 5000) == GRAY_OK, "no snapshot over https");
+  CHECK(!strcmp(decide(c, "order", 1, &d), "v2"), "%s", d.version);
+  CHECK(put_policy(&g, "order", "{\"service\":\"order\",\"default\":\"v5\"}") > 0, "put 2");
+  CHECK(wait_version(c, "order", "v5", 5000) >= 0, "the watch over https did not follow");
+  gray_client_free(c);
+
+  /* Another CA, or the system's (which does not know this self-signed
+   * certificate): nothing is trusted, nothing is applied. */
+  log_init(&lb2, "sdk-other-ca");
+  c = client_ca(g.url, g.token, NULL, other_crt, &lb2);
+  CHECK(c, "client");
+  CHECK(gray_client_wait_ready(c, 1500) == GRAY_ENOTFOUND, "a snapshot from an unverified grayd");
+  CHECK(gray_client_revision(c) == 0, "revision moved");
+  CHECK(log_has(&lb2, "certificate") || log_has(&lb2, "SSL"), "the TLS failure was not logged");
+  gray_client_free(c);
+  log_init(&lb3, "sdk-system-ca");
+  c = client_ca(g.url, g.token, NULL, NULL, &lb3);
+  CHECK(c, "client");
+  CHECK(gray_client_wait_ready(c, 1500) == GRAY_ENOTFOUND, "a snapshot from an unverified grayd (system CAs)");
+  gray_client_free(c);
+  CHECK(!log_has(&lb, g_token) && !log_has(&lb2, g_token), "the token was logged");
+  grayd_stop(&g);
+  log_free(&lb);
+  log_free(&lb2);
+  log_free(&lb3);
+}
+
 static int free_port(void) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   struct sockaddr_in a;
@@ -708,7 +789,7 @@ typedef struct test {
 #define T(name) {#name, name}
 static const test TESTS[] = {
     T(t_decide_follows_policy), T(t_empty_grayd_ready),  T(t_register_heartbeat), T(t_grayd_down_keeps_routing),
-    T(t_wiped_store_reset),     T(t_reregister_after_reset), T(t_failover),           T(t_bad_token),          T(t_register_while_down),
+    T(t_wiped_store_reset),     T(t_reregister_after_reset), T(t_tls_ca_file), T(t_failover),           T(t_bad_token),          T(t_register_while_down),
 };
 
 static void kill_grayds(void) {
