@@ -21,6 +21,7 @@
 static long g_fail_at; /* 0: never fail */
 static long g_count;
 static long g_live;
+static long g_calls; /* every allocation and reallocation */
 
 typedef union hdr {
   max_align_t align;
@@ -28,6 +29,7 @@ typedef union hdr {
 } hdr;
 
 static void *t_malloc(size_t n) {
+  g_calls++;
   if (g_fail_at && ++g_count >= g_fail_at) return NULL;
   hdr *h = malloc(sizeof(hdr) + n);
   if (!h) return NULL;
@@ -44,6 +46,7 @@ static void t_free(void *p) {
 
 static void *t_realloc(void *p, size_t n) {
   if (!p) return t_malloc(n);
+  g_calls++;
   if (g_fail_at && ++g_count >= g_fail_at) return NULL;
   hdr *h = realloc((hdr *)p - 1, sizeof(hdr) + n);
   if (!h) return NULL;
@@ -152,9 +155,58 @@ static void test_oom_loop(void **state) {
   rmdir(dir);
 }
 
+/* gray_client_decide and gray_client_pick allocate nothing: 10,000 of each
+ * (a regex rule, a fallback pick, a miss) on a snapshot installed as the
+ * watch thread would, with every allocation of libgray, jansson and PCRE2
+ * counted. (bench/sdk counts every malloc of the process.) */
+static void test_decide_pick_no_allocation(void **state) {
+  (void)state;
+  gray_client_options_t o;
+  gray_client_t *c;
+  gray_error_t e;
+  int changed;
+  gray_set_alloc_funcs(t_malloc, t_realloc, t_free);
+  json_set_alloc_funcs(t_malloc, t_free);
+  gray_client_options_init(&o);
+  o.servers = "http://127.0.0.1:1";
+  assert_int_equal(gray_client_new(&o, &c, &e), GRAY_OK);
+  assert_int_equal(gray__model_apply(c->model, RESET, strlen(RESET), &changed, &e), GRAY_OK);
+  assert_int_equal(gray__client_publish_model(c, &e), GRAY_OK);
+
+  gray_kv_t hdrs[2] = {{{"user-agent", 10}, {"App/5.1", 7}}, {{"x-gray", 6}, {"0", 1}}};
+  gray_kv_request_t kv;
+  memset(&kv, 0, sizeof kv);
+  kv.headers = hdrs;
+  kv.nheaders = 2;
+  gray_request_t req = {gray_kv_lookup, &kv};
+  gray_client_decision_t d;
+  gray_endpoint_t ep;
+  /* The first call on this thread claims its hazard slot; count after it. */
+  assert_int_equal(gray_client_decide(c, "order", &req, &d), GRAY_OK);
+  long before = g_calls;
+  int v2 = 0, fell_back = 0;
+  for (int i = 0; i < 10000; i++) {
+    assert_int_equal(gray_client_decide(c, "order", &req, &d), GRAY_OK);
+    v2 += !strcmp(d.version, "v2") && !strcmp(d.tag, "beta");
+    assert_int_equal(gray_client_pick(c, "order", d.version, &ep), GRAY_OK);
+    assert_int_equal(gray_client_pick(c, "order", "v9", &ep), GRAY_OK); /* the default instead */
+    fell_back += ep.fell_back && !strcmp(ep.version, "v1");
+    assert_int_equal(gray_client_decide(c, "nobody", &req, &d), GRAY_ENOTFOUND);
+  }
+  long during = g_calls - before;
+  gray_client_free(c);
+  gray_set_alloc_funcs(NULL, NULL, NULL);
+  json_set_alloc_funcs(malloc, free);
+  assert_int_equal(v2, 10000);
+  assert_int_equal(fell_back, 10000);
+  assert_int_equal(during, 0);
+  assert_int_equal(g_live, 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_oom_loop),
+      cmocka_unit_test(test_decide_pick_no_allocation),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
