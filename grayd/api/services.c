@@ -1,6 +1,5 @@
 /* /v1/services: the registry API. Instances are ephemeral; register,
  * change, deregister and eviction are revisions like any other change. */
-#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,25 +11,6 @@
 
 #define META_MAX_KEYS 32
 #define META_MAX_BYTES 4096
-
-static int valid_host(const char *h) {
-  unsigned char buf[16];
-  size_t n = strlen(h);
-  if (inet_pton(AF_INET, h, buf) == 1 || inet_pton(AF_INET6, h, buf) == 1) return 1;
-  if (n == 0 || n > 253) return 0;
-  size_t label = 0;
-  for (size_t i = 0; i < n; i++) {
-    char c = h[i];
-    if (c == '.') {
-      if (label == 0 || h[i - 1] == '-') return 0;
-      label = 0;
-      continue;
-    }
-    int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-';
-    if (!ok || (label == 0 && c == '-') || ++label > 63) return 0;
-  }
-  return label > 0 && h[n - 1] != '-';
-}
 
 static int check_name(gd_call *c, const char *what, const char *v) {
   char msg[GRAY_ERROR_TEXT_MAX], full[GRAY_ERROR_TEXT_MAX + 32];
@@ -69,7 +49,7 @@ static const char *check_instance(json_t *j, int default_ttl, int *ttl_s, char *
   json_t *addr = json_object_get(j, "address"), *port = json_object_get(j, "port"),
          *ver = json_object_get(j, "version"), *meta = json_object_get(j, "metadata"),
          *ttl = json_object_get(j, "ttl_s");
-  if (!json_is_string(addr) || !valid_host(json_string_value(addr)) ||
+  if (!json_is_string(addr) || !gray__host_valid(json_string_value(addr)) ||
       strlen(json_string_value(addr)) != json_string_length(addr)) {
     snprintf(msg, msgsz, "must be an IP address or a host name");
     return "address";

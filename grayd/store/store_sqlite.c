@@ -645,24 +645,27 @@ static int sq_audit_one(gd_sqlite *s, const gd_audit_rec *a, gray_error_t *err) 
   return rc;
 }
 
-static int sq_audit_append(gd_store *base, const gd_audit_rec *recs, size_t n, gray_error_t *err) {
-  gd_sqlite *s = (gd_sqlite *)base;
+/* A batch write: one transaction over n records, row(s, i) writing record
+ * i; all or none. `what` names the operation in errors. */
+static int sq_batch(gd_sqlite *s, const void *recs, size_t n, int (*row)(gd_sqlite *, const void *, size_t,
+                                                                        gray_error_t *),
+                    const char *what, gray_error_t *err) {
   int rc = sq_enter(s, err), began = 0;
   if (rc != GRAY_OK || n == 0) goto out;
   if (!recs) {
     rc = GRAY_EINVAL;
-    sq_set(err, rc, "audit_append: no records");
+    sq_set(err, rc, "%s: no records", what);
     goto out;
   }
   rc = sq_begin(s, err);
   if (rc != GRAY_OK) goto out;
   began = 1;
   for (size_t i = 0; i < n; i++) {
-    rc = sq_audit_one(s, &recs[i], err);
+    rc = row(s, recs, i, err);
     if (rc != GRAY_OK) goto out;
   }
   if (sqlite3_step(s->st[SQ_COMMIT]) != SQLITE_DONE) {
-    rc = sq_fail(s, err, "commit audit");
+    rc = sq_fail(s, err, what);
     sqlite3_reset(s->st[SQ_COMMIT]);
     goto out;
   }
@@ -671,6 +674,14 @@ static int sq_audit_append(gd_store *base, const gd_audit_rec *recs, size_t n, g
 out:
   if (began) sq_abort(s);
   return rc;
+}
+
+static int sq_audit_row(gd_sqlite *s, const void *recs, size_t i, gray_error_t *err) {
+  return sq_audit_one(s, (const gd_audit_rec *)recs + i, err);
+}
+
+static int sq_audit_append(gd_store *base, const gd_audit_rec *recs, size_t n, gray_error_t *err) {
+  return sq_batch((gd_sqlite *)base, recs, n, sq_audit_row, "audit_append", err);
 }
 
 static int sq_audit_list(gd_store *base, int64_t before, int limit,
@@ -739,32 +750,12 @@ static int sq_instance_one(gd_sqlite *s, const gd_instance_rec *r, gray_error_t 
   return rc;
 }
 
+static int sq_instance_row(gd_sqlite *s, const void *recs, size_t i, gray_error_t *err) {
+  return sq_instance_one(s, (const gd_instance_rec *)recs + i, err);
+}
+
 static int sq_instance_save(gd_store *base, const gd_instance_rec *recs, size_t n, gray_error_t *err) {
-  gd_sqlite *s = (gd_sqlite *)base;
-  int rc = sq_enter(s, err), began = 0;
-  if (rc != GRAY_OK || n == 0) goto out;
-  if (!recs) {
-    rc = GRAY_EINVAL;
-    sq_set(err, rc, "instance_save: no records");
-    goto out;
-  }
-  rc = sq_begin(s, err);
-  if (rc != GRAY_OK) goto out;
-  began = 1;
-  for (size_t i = 0; i < n; i++) {
-    rc = sq_instance_one(s, &recs[i], err);
-    if (rc != GRAY_OK) goto out;
-  }
-  if (sqlite3_step(s->st[SQ_COMMIT]) != SQLITE_DONE) {
-    rc = sq_fail(s, err, "commit instances");
-    sqlite3_reset(s->st[SQ_COMMIT]);
-    goto out;
-  }
-  sqlite3_reset(s->st[SQ_COMMIT]);
-  began = 0;
-out:
-  if (began) sq_abort(s);
-  return rc;
+  return sq_batch((gd_sqlite *)base, recs, n, sq_instance_row, "instance_save", err);
 }
 
 static int sq_instance_each(gd_store *base, int (*fn)(void *ctx, const gd_instance_rec *r), void *ctx,

@@ -73,25 +73,6 @@ int64_t gray__mono_ms(void) {
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* An IP address, or a DNS host name (labels of letters, digits and '-'). */
-int gray__host_valid(const char *h) {
-  unsigned char buf[16];
-  size_t n = strlen(h), label = 0;
-  if (inet_pton(AF_INET, h, buf) == 1 || inet_pton(AF_INET6, h, buf) == 1) return 1;
-  if (n == 0 || n > 253) return 0;
-  for (size_t i = 0; i < n; i++) {
-    char ch = h[i];
-    if (ch == '.') {
-      if (label == 0 || h[i - 1] == '-') return 0;
-      label = 0;
-      continue;
-    }
-    int ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '-';
-    if (!ok || (label == 0 && ch == '-') || ++label > 63) return 0;
-  }
-  return label > 0 && h[n - 1] != '-';
-}
-
 static char *dupstr(const char *s, size_t n) {
   char *p = gray__malloc(n + 1);
   if (p) {

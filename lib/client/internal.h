@@ -303,7 +303,4 @@ int gray__http_perform(void *h, long *status, char *errbuf, size_t errsize);
 /* "message" of grayd's {"error": {...}} body, or a short excerpt. */
 void gray__http_error_text(const gray__buf *b, char *out, size_t size);
 
-/* Shared validation (client.c). */
-int gray__host_valid(const char *h);
-
 #endif

@@ -128,6 +128,11 @@ int gray__set_finish(gray_policyset_t *set, size_t *dup);
 /* Validation helpers. Each returns GRAY_OK or an error code and writes a
  * message (without the path) into msg. */
 int gray__check_name(gray_str_t s, char *msg, size_t msgsz);
+/* 1 when h is an IPv4 or IPv6 literal or a DNS host name (dot-separated
+ * labels of letters, digits and '-', each 1..63 bytes, not starting or
+ * ending with '-'; 253 bytes at most): what grayd accepts as an instance
+ * address and what may be rendered into an upstream. */
+int gray__host_valid(const char *h);
 int gray__attr_parse(gray__arena *a, gray_str_t text, gray__node *n, char *msg, size_t msgsz);
 int gray__cidr_parse(gray_str_t text, gray__cidr *out, char *msg, size_t msgsz);
 int gray__regex_compile(gray_policyset_t *set, gray__node *n, gray_str_t pattern,

@@ -1,4 +1,5 @@
 /* Policy sets: lifecycle, lookup, accessors and name validation. */
+#include <arpa/inet.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -147,6 +148,24 @@ const char *gray__op_name(gray__op op) {
 }
 
 /* [A-Za-z0-9][A-Za-z0-9._-]{0,62} */
+int gray__host_valid(const char *h) {
+  unsigned char buf[16];
+  size_t n = strlen(h), label = 0;
+  if (inet_pton(AF_INET, h, buf) == 1 || inet_pton(AF_INET6, h, buf) == 1) return 1;
+  if (n == 0 || n > 253) return 0;
+  for (size_t i = 0; i < n; i++) {
+    char ch = h[i];
+    if (ch == '.') {
+      if (label == 0 || h[i - 1] == '-') return 0;
+      label = 0;
+      continue;
+    }
+    int ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '-';
+    if (!ok || (label == 0 && ch == '-') || ++label > 63) return 0;
+  }
+  return label > 0 && h[n - 1] != '-';
+}
+
 int gray__check_name(gray_str_t s, char *msg, size_t msgsz) {
   char q[96];
   if (s.len == 0) {

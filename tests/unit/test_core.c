@@ -196,13 +196,38 @@ static void test_quote(void **state) {
   assert_true(strlen(out) < sizeof out);
 }
 
+static void test_host_valid(void **state) {
+  (void)state;
+  static const char *const good[] = {"127.0.0.1", "::1", "fe80::1", "10.0.0.7", "order-dal", "a.b.example",
+                                     "x1.internal", "A-b.C"};
+  static const char *const bad[] = {"", "-a", "a-", "a..b", ".a", "a.", "a b", "a;b", "a{b", "a\nb", "a_b",
+                                    "1.2.3.4:80", "[::1]", "a/b", "a$b"};
+  for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
+    if (!gray__host_valid(good[i])) fail_msg("refused %s", good[i]);
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+    if (gray__host_valid(bad[i])) fail_msg("accepted \"%s\"", bad[i]);
+  char label[80], name[300];
+  memset(label, 'a', 63);
+  label[63] = '\0';
+  assert_true(gray__host_valid(label));
+  memset(label, 'a', 64);
+  label[64] = '\0';
+  assert_false(gray__host_valid(label)); /* a label of 64 */
+  /* 253 bytes at most: four labels of 63 and one of 1 = 256 with dots. */
+  snprintf(name, sizeof name, "%.63s.%.63s.%.63s.%.61s", label, label, label, label);
+  assert_int_equal(strlen(name), 253);
+  assert_true(gray__host_valid(name));
+  snprintf(name, sizeof name, "%.63s.%.63s.%.63s.%.62s", label, label, label, label);
+  assert_false(gray__host_valid(name));
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_murmur3_vectors), cmocka_unit_test(test_percent_bucket_streams),
       cmocka_unit_test(test_cookie_find),     cmocka_unit_test(test_query_find),
       cmocka_unit_test(test_ip_and_cidr),     cmocka_unit_test(test_numbers),
       cmocka_unit_test(test_mod),             cmocka_unit_test(test_err_table),
-      cmocka_unit_test(test_quote),
+      cmocka_unit_test(test_quote),           cmocka_unit_test(test_host_valid),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
