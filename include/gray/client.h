@@ -60,6 +60,17 @@ typedef struct gray_client_options_s {
    * the SDK's threads; must be thread-safe. NULL: silent. */
   void (*log)(void *arg, int level, const char *msg);
   void *log_arg;
+  /* Optional change hook, for executors that render the whole state (the
+   * Nginx agent): called after every new snapshot — from the watch thread,
+   * and once from the thread in _start when the cache file was loaded —
+   * with the snapshot as a document, NUL-terminated and borrowed for the
+   * call: {"store_id", "revision", "policies": {"revision", "policies":
+   * [...]}, "services": [{"service", "instances": [{"id", "address",
+   * "port", "version"}, ...]}, ...]} (the cache file's payload). Decide and
+   * pick already see the new snapshot. Keep it short (copy and hand off):
+   * the watch waits for it. Must not call _stop or _free. */
+  void (*on_change)(void *arg, int64_t revision, const char *doc, size_t len);
+  void *on_change_arg;
 } gray_client_options_t;
 
 /* Fill with defaults (all NULL / 0 meaning "default"). */

@@ -242,6 +242,8 @@ int gray_client_new(const gray_client_options_t *o, gray_client_t **out, gray_er
   }
   c->lg.fn = o->log;
   c->lg.arg = o->log_arg;
+  c->on_change = o->on_change;
+  c->on_change_arg = o->on_change_arg;
   atomic_init(&c->cur, NULL);
   atomic_init(&c->revision, 0);
   atomic_init(&c->stopping, 0);
@@ -335,7 +337,18 @@ void gray__client_publish(gray_client_t *c, gray__snapshot *s) {
 int gray__client_publish_model(gray_client_t *c, gray_error_t *err) {
   gray__snapshot *s;
   int rc = gray__model_snapshot(c->model, &s, err);
-  if (rc == GRAY_OK) gray__client_publish(c, s);
+  if (rc != GRAY_OK) return rc;
+  gray__client_publish(c, s);
+  if (c->on_change) {
+    size_t len = 0;
+    char *doc = gray__model_dump(c->model, &len);
+    if (doc)
+      c->on_change(c->on_change_arg, c->model->revision, doc, len);
+    else
+      gray__log(&c->lg, GRAY__ERROR, "out of memory: the change hook missed revision %lld",
+                (long long)c->model->revision);
+    gray__json_free(doc);
+  }
   return rc;
 }
 

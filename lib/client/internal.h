@@ -212,6 +212,8 @@ struct gray_client_s {
   char *cache_path;
   int connect_timeout_ms, watch_wait_s, backoff_min_ms, backoff_max_ms;
   gray__logger lg;
+  void (*on_change)(void *arg, int64_t revision, const char *doc, size_t len);
+  void *on_change_arg;
   struct curl_slist *hdrs;      /* Authorization (when a token) */
   struct curl_slist *json_hdrs; /* ... and Content-Type: application/json */
 

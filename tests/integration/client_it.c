@@ -626,6 +626,88 @@ static void t_reregister_after_reset(void) {
   log_free(&lb);
 }
 
+typedef struct hookrec {
+  pthread_mutex_t mu;
+  int calls;
+  int64_t last_rev;
+  int monotonic;
+  char last[4096];
+} hookrec;
+
+static void on_change(void *arg, int64_t rev, const char *doc, size_t len) {
+  hookrec *h = arg;
+  pthread_mutex_lock(&h->mu);
+  if (rev < h->last_rev || strlen(doc) != len) h->monotonic = 0;
+  h->last_rev = rev;
+  h->calls++;
+  snprintf(h->last, sizeof h->last, "%s", doc);
+  pthread_mutex_unlock(&h->mu);
+}
+
+static int hook_has(hookrec *h, const char *needle, int64_t min_rev) {
+  pthread_mutex_lock(&h->mu);
+  int r = h->last_rev >= min_rev && strstr(h->last, needle) != NULL;
+  pthread_mutex_unlock(&h->mu);
+  return r;
+}
+
+/* The change hook (what the Nginx agent renders from): one call per new
+ * snapshot with the whole state as a document, revisions never going back,
+ * and once at start from the cache file. */
+static void t_change_hook(void) {
+  grayd g;
+  logbuf lb;
+  gray_error_t err;
+  hookrec h;
+  char cache[512];
+  memset(&h, 0, sizeof h);
+  pthread_mutex_init(&h.mu, NULL);
+  h.monotonic = 1;
+  snprintf(cache, sizeof cache, "%s/hook.cache", g_tmp);
+  CHECK(grayd_start(&g, "hook.db", 0) == 0, "grayd");
+  log_init(&lb, "sdk");
+  int64_t r1 = put_policy(&g, "order", POLICY_V1);
+  CHECK(r1 > 0, "put");
+  gray_client_options_t o;
+  gray_client_t *c = NULL;
+  gray_client_options_init(&o);
+  o.servers = g.url;
+  o.token = g.token;
+  o.cache_path = cache;
+  o.log = log_sink;
+  o.log_arg = &lb;
+  o.on_change = on_change;
+  o.on_change_arg = &h;
+  CHECK(gray_client_new(&o, &c, &err) == GRAY_OK && gray_client_start(c, &err) == GRAY_OK, "client: %s",
+        err.message);
+  int64_t t0 = now_ms();
+  while (now_ms() - t0 < 5000 && !hook_has(&h, "\"service\":\"order\"", r1)) sleep_ms(5);
+  CHECK(hook_has(&h, "\"service\":\"order\"", r1), "the hook did not see the policy: %s", h.last);
+  gray_instance_t in = {"order", "order-hook-1", "127.0.0.1", 18090, "v2", 30, NULL};
+  CHECK(gray_client_register(c, &in, &err) == GRAY_OK, "register: %s", err.message);
+  t0 = now_ms();
+  while (now_ms() - t0 < 5000 && !hook_has(&h, "\"port\":18090", r1 + 1)) sleep_ms(5);
+  CHECK(hook_has(&h, "\"id\":\"order-hook-1\"", r1 + 1) && hook_has(&h, "\"version\":\"v2\"", r1 + 1),
+        "the hook did not see the instance: %s", h.last);
+  CHECK(gray_client_revision(c) == h.last_rev, "hook revision %lld, client %lld", (long long)h.last_rev,
+        (long long)gray_client_revision(c));
+  int before = h.calls;
+  gray_client_free(c);
+  CHECK(h.monotonic && before >= 2, "calls %d, monotonic %d", before, h.monotonic);
+
+  /* grayd gone: a new client's hook fires once, from the cache file. */
+  grayd_stop(&g);
+  memset(h.last, 0, sizeof h.last);
+  h.calls = 0;
+  h.last_rev = 0;
+  o.servers = "http://127.0.0.1:1";
+  CHECK(gray_client_new(&o, &c, &err) == GRAY_OK && gray_client_start(c, &err) == GRAY_OK, "client 2");
+  CHECK(h.calls == 1 && hook_has(&h, "order-hook-1", r1 + 1), "no hook call from the cache: %d", h.calls);
+  gray_client_free(c);
+  log_free(&lb);
+  pthread_mutex_destroy(&h.mu);
+}
+
 /* Run a program (no shell) and wait; its exit status, or -1. */
 static int run(char *const argv[]) {
   pid_t pid;
@@ -789,7 +871,7 @@ typedef struct test {
 #define T(name) {#name, name}
 static const test TESTS[] = {
     T(t_decide_follows_policy), T(t_empty_grayd_ready),  T(t_register_heartbeat), T(t_grayd_down_keeps_routing),
-    T(t_wiped_store_reset),     T(t_reregister_after_reset), T(t_tls_ca_file), T(t_failover),           T(t_bad_token),          T(t_register_while_down),
+    T(t_wiped_store_reset),     T(t_reregister_after_reset), T(t_tls_ca_file), T(t_change_hook), T(t_failover),           T(t_bad_token),          T(t_register_while_down),
 };
 
 static void kill_grayds(void) {
