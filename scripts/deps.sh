@@ -16,6 +16,8 @@ packages=(
   python3 curl openssl               # integration tests (standard library only; openssl makes test certificates)
   etcd-server                        # bench/grayd: etcd as the watch peer
   nodejs npm                         # unleash-client peer benchmark (bench/eval)
+  nginx nginx-dev                    # the Nginx module (built against nginx-dev's tree) and its tests
+  libnginx-mod-http-lua haproxy wrk  # bench/nginx: the Lua and HAProxy peers, the load generator
 )
 
 missing=()
@@ -47,5 +49,14 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
+# Packages such as nginx and haproxy start a system service on install
+# (port 80); our tests start their own on loopback, so keep the packages'
+# services from starting while installing (exit 101: "action forbidden").
+rcd=/usr/sbin/policy-rc.d
+if [ ! -e "$rcd" ]; then
+  printf '#!/bin/sh\nexit 101\n' >"$rcd"
+  chmod 755 "$rcd"
+  trap 'rm -f "$rcd"' EXIT
+fi
 apt-get update -q
 apt-get install -y -q --no-install-recommends "${missing[@]}"
