@@ -42,3 +42,13 @@ if [ "${BENCH_GRAYD:-1}" != 0 ]; then
   echo "# bench/grayd ($rounds alternations)"
   BUILD="$build" BENCH_ALTERNATIONS="$rounds" "$root/bench/grayd/run.sh"
 fi
+
+# bench/sdk: the client SDK — decide + pick in-process on a snapshot followed
+# from a real grayd (with the bare core evaluator as the in-run peer), the
+# propagation from a PUT on grayd to the SDK's snapshot (with grayd's own PUT
+# time), and decide + pick from 8 threads while snapshots swap 1,000 times a
+# second; see bench/sdk/run.sh. BENCH_SDK=0 skips it.
+if [ "${BENCH_SDK:-1}" != 0 ]; then
+  echo "# bench/sdk"
+  BUILD="$build" "$root/bench/sdk/run.sh"
+fi

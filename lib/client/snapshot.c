@@ -581,6 +581,8 @@ int gray__model_snapshot(gray__model *m, gray__snapshot **out, gray_error_t *err
        * limit). Keep serving the last set. */
       gray__log(&m->lg, GRAY__ERROR, "snapshot: the policy set does not compile (%s); keeping the previous one",
                 msg);
+      /* Not again for every registry change: the next policy change retries. */
+      m->set_stale = 0;
     } else {
       gray_policyset_release(m->set);
       m->set = set;
