@@ -600,7 +600,7 @@ int gray_client_decide(gray_client_t *c, const char *service, const gray_request
   }
   gray__snapshot *s = enter(c, &slot);
   if (!s) return GRAY_ENOTFOUND;
-  const gray_policy_t *p = gray_policyset_find(s->set, service, strlen(service));
+  const gray_policy_t *p = gray__snapshot_policy(s, service);
   int rc = GRAY_ENOTFOUND;
   if (p) {
     gray_decide(p, req, &d);
@@ -630,7 +630,7 @@ int gray_client_pick(gray_client_t *c, const char *service, const char *version,
   if (!g) {
     /* The version has no live instance: the policy's default, unless it
      * says "fallback": "fail". No policy, no default. */
-    const gray_policy_t *p = gray_policyset_find(s->set, service, strlen(service));
+    const gray_policy_t *p = gray__snapshot_policy(s, service);
     if (p && !gray_policy_fallback_fail(p) && strcmp(gray_policy_default(p), version)) {
       g = gray__registry_find(s->reg, service, gray_policy_default(p));
       fell_back = 1;

@@ -92,18 +92,39 @@ typedef struct gray__registry {
   size_t ninsts;
 } gray__registry;
 
+/* One service's compiled policy: a policy set of one, compiled on its own
+ * so that a change recompiles only the policy that changed. */
+typedef struct gray__pol {
+  const char *service;   /* the policy's own name (lives in set) */
+  gray_policyset_t *set; /* one reference */
+} gray__pol;
+
+/* The policies part of a snapshot, sorted by service. Immutable once
+ * built; shared by consecutive snapshots while only the registry changes,
+ * and each set is shared by consecutive parts while its policy is
+ * unchanged. */
+typedef struct gray__pols {
+  atomic_long refs;
+  size_t n;
+  gray__pol v[];
+} gray__pols;
+
 typedef struct gray__snapshot {
   atomic_long refs;
   int64_t revision;
   char store_id[GRAY__STORE_ID_MAX + 1];
-  gray_policyset_t *set; /* one reference; never NULL */
-  gray__registry *reg;   /* one reference; never NULL */
+  gray__pols *pols;    /* one reference; never NULL */
+  gray__registry *reg; /* one reference; never NULL */
 } gray__snapshot;
 
 gray__snapshot *gray__snapshot_ref(gray__snapshot *s);
 void gray__snapshot_release(gray__snapshot *s);
 gray__registry *gray__registry_ref(gray__registry *r);
 void gray__registry_release(gray__registry *r);
+
+/* The compiled policy of `service` in a snapshot, or NULL. Pure, no
+ * allocation. */
+const gray_policy_t *gray__snapshot_policy(const gray__snapshot *s, const char *service);
 
 /* The group of `version` of `service`, or NULL. Pure, no allocation. */
 const gray__vgroup *gray__registry_find(const gray__registry *r, const char *service,
@@ -116,9 +137,8 @@ typedef struct gray__model {
   json_t *services; /* service -> {id -> {"id","address","port","version"}} */
   char store_id[GRAY__STORE_ID_MAX + 1];
   int64_t revision; /* the next watch's `since` */
-  gray_policyset_t *set; /* compiled `policies` (NULL before the first) */
+  gray__pols *pols;      /* `policies` compiled, one set per service */
   gray__registry *reg;   /* built from `services` (NULL: build it) */
-  int set_stale;         /* `policies` changed since `set` was compiled */
   int reg_stale;         /* `services` changed since `reg` was built */
   char *const *follow;   /* borrowed; NULL: every service */
   size_t nfollow;

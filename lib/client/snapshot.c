@@ -2,10 +2,12 @@
  *
  * The model keeps what grayd said as JSON (policies by service, instances by
  * service and id) so events apply as small edits and a reset as a
- * replacement. A snapshot is built from it: the policies compiled into a
- * gray_policyset_t (from a set document, by the one parser every executor
- * uses), the instances into sorted arrays. Both parts are reference-counted
- * and reused by the next snapshot when only the other part changed. */
+ * replacement. Next to it the model keeps the policies compiled, one
+ * gray_policyset_t per service (by the one parser every executor uses), so
+ * a policy change compiles that policy only. A snapshot takes the compiled
+ * policies and the instances as sorted arrays; both parts are
+ * reference-counted and reused by the next snapshot when only the other
+ * part changed. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,14 +34,51 @@ gray__snapshot *gray__snapshot_ref(gray__snapshot *s) {
   return s;
 }
 
+static gray__pols *pols_ref(gray__pols *p) {
+  if (p) atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
+  return p;
+}
+
+static void pols_release(gray__pols *p) {
+  if (!p || atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) != 1) return;
+  for (size_t i = 0; i < p->n; i++) gray_policyset_release(p->v[i].set);
+  gray__free(p);
+}
+
+/* A new part of n entries (zeroed), one reference; NULL on out of memory. */
+static gray__pols *pols_new(size_t n) {
+  gray__pols *p = gray__calloc(1, sizeof(*p) + n * sizeof(p->v[0]));
+  if (!p) return NULL;
+  atomic_init(&p->refs, 1);
+  p->n = n;
+  return p;
+}
+
 void gray__snapshot_release(gray__snapshot *s) {
   if (!s || atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1) return;
-  gray_policyset_release(s->set);
+  pols_release(s->pols);
   gray__registry_release(s->reg);
   gray__free(s);
 }
 
 /* ---- lookups (readers) --------------------------------------------------- */
+
+static const gray__pol *pols_find(const gray__pols *p, const char *service) {
+  size_t lo = 0, hi = p ? p->n : 0;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    int cmp = strcmp(service, p->v[mid].service);
+    if (cmp == 0) return &p->v[mid];
+    if (cmp < 0) hi = mid;
+    else lo = mid + 1;
+  }
+  return NULL;
+}
+
+const gray_policy_t *gray__snapshot_policy(const gray__snapshot *s, const char *service) {
+  const gray__pol *e = pols_find(s->pols, service);
+  return e ? gray_policyset_at(e->set, 0) : NULL;
+}
 
 const gray__vgroup *gray__registry_find(const gray__registry *r, const char *service, const char *version) {
   size_t lo = 0, hi = r->nsvcs;
@@ -74,7 +113,8 @@ gray__model *gray__model_new(char *const *follow, size_t nfollow, const gray__lo
   if (!m) return NULL;
   m->policies = json_object();
   m->services = json_object();
-  if (!m->policies || !m->services) {
+  m->pols = pols_new(0);
+  if (!m->policies || !m->services || !m->pols) {
     gray__model_free(m);
     return NULL;
   }
@@ -88,7 +128,7 @@ void gray__model_free(gray__model *m) {
   if (!m) return;
   json_decref(m->policies);
   json_decref(m->services);
-  gray_policyset_release(m->set);
+  pols_release(m->pols);
   gray__registry_release(m->reg);
   gray__free(m);
 }
@@ -144,51 +184,52 @@ static json_t *instance_reduce(const json_t *in, const char **why) {
   return json_pack("{s:O,s:O,s:O,s:O}", "id", id, "address", addr, "port", port, "version", ver);
 }
 
-/* 1 when the policy compiles on its own; msg says why not. */
-static int policy_compiles(const json_t *pol, char *msg, size_t msgsz) {
-  gray_policyset_t *set = NULL;
+/* Compile one policy object into a set of one. GRAY_OK; GRAY_ENOMEM; or
+ * the parser's error with the reason in msg. */
+static int compile_one(const json_t *pol, gray_policyset_t **out, char *msg, size_t msgsz) {
   gray_error_t e;
+  *out = NULL;
   char *text = json_dumps(pol, JSON_COMPACT);
   if (!text) {
     snprintf(msg, msgsz, "out of memory");
-    return 0;
+    return GRAY_ENOMEM;
   }
-  int rc = gray_policyset_parse(text, strlen(text), GRAY_PARSE_ONE, &set, &e);
+  int rc = gray_policyset_parse(text, strlen(text), GRAY_PARSE_ONE, out, &e);
   gray__json_free(text);
-  gray_policyset_release(set);
   if (rc != GRAY_OK) gray_error_format(&e, msg, msgsz);
-  return rc == GRAY_OK;
+  return rc;
 }
 
-/* The set document of `policies` with `revision`, compiled. */
-static int compile_set(const json_t *policies, int64_t revision, gray_policyset_t **out, gray_error_t *err) {
-  json_t *arr = json_array();
-  json_t *doc = arr ? json_pack("{s:I,s:o}", "revision", (json_int_t)revision, "policies", arr) : NULL;
-  const char *key;
-  json_t *v;
-  char *text = NULL;
-  int rc;
-  *out = NULL;
-  if (!doc) {
-    rc = gray__seterr(err, GRAY_ENOMEM, "", "out of memory");
-    goto out;
-  }
-  json_object_foreach((json_t *)policies, key, v) {
-    if (json_array_append(arr, v) != 0) {
-      rc = gray__seterr(err, GRAY_ENOMEM, "", "out of memory");
-      goto out;
+/* A copy of `old` with `service` set to `set` (inserted or replaced; NULL:
+ * removed). Takes the reference of `set` on success only. NULL on out of
+ * memory. */
+static gray__pols *pols_with(const gray__pols *old, const char *service, gray_policyset_t *set) {
+  size_t n = old->n, at = 0;
+  int found = 0;
+  while (at < n) {
+    int cmp = strcmp(service, old->v[at].service);
+    if (cmp == 0) {
+      found = 1;
+      break;
     }
+    if (cmp < 0) break;
+    at++;
   }
-  text = json_dumps(doc, JSON_COMPACT);
-  if (!text) {
-    rc = gray__seterr(err, GRAY_ENOMEM, "", "out of memory");
-    goto out;
+  gray__pols *p = pols_new(n + (set && !found) - (!set && found));
+  if (!p) return NULL;
+  size_t j = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (i == at && set) p->v[j++] = (gray__pol){gray_policy_service(gray_policyset_at(set, 0)), set};
+    if (i == at && found) continue;
+    p->v[j] = old->v[i];
+    gray_policyset_ref(p->v[j++].set);
   }
-  rc = gray_policyset_parse(text, strlen(text), GRAY_PARSE_SET, out, err);
-out:
-  gray__json_free(text);
-  json_decref(doc);
-  return rc;
+  if (at == n && set) p->v[j++] = (gray__pol){gray_policy_service(gray_policyset_at(set, 0)), set};
+  return p;
+}
+
+static int pol_cmp(const void *a, const void *b) {
+  return strcmp(((const gray__pol *)a)->service, ((const gray__pol *)b)->service);
 }
 
 int gray__model_reset(gray__model *m, json_t *snap, gray_error_t *err) {
@@ -196,7 +237,7 @@ int gray__model_reset(gray__model *m, json_t *snap, gray_error_t *err) {
          *pdoc = json_object_get(snap, "policies"), *svcs = json_object_get(snap, "services");
   json_t *plist = json_object_get(pdoc, "policies");
   json_t *npol = NULL, *nsvc = NULL, *v;
-  gray_policyset_t *set = NULL;
+  gray__pols *pols = NULL;
   size_t i, j;
   int rc = GRAY_OK;
 
@@ -262,33 +303,53 @@ int gray__model_reset(gray__model *m, json_t *snap, gray_error_t *err) {
     }
   }
 
-  /* Compile unless nothing changed. A policy this SDK cannot compile (a
-   * newer grayd, say) must not take every other policy down with it: keep
-   * what this client had for that service. */
-  int same_policies = m->set && json_equal(npol, m->policies);
+  /* Compile what changed, policy by policy (an unchanged policy keeps its
+   * compiled set). A policy this SDK cannot compile (a newer grayd, say)
+   * must not take every other policy down with it: keep what this client
+   * had for that service. */
+  int same_policies = json_equal(npol, m->policies);
   if (!same_policies) {
-    gray_error_t e;
-    if (compile_set(npol, json_integer_value(rev), &set, &e) != GRAY_OK) {
-      const char *key;
-      void *tmp;
-      char msg[GRAY_ERROR_PATH_MAX + GRAY_ERROR_TEXT_MAX];
-      if (e.code == GRAY_ENOMEM) {
-        rc = gray__seterr(err, GRAY_ENOMEM, "", "out of memory");
-        goto out;
-      }
-      json_object_foreach_safe(npol, tmp, key, v) {
-        if (policy_compiles(v, msg, sizeof msg)) continue;
-        json_t *old = json_object_get(m->policies, key);
-        gray__log(&m->lg, GRAY__ERROR, "snapshot: the policy of %s does not compile here (%s); %s", key, msg,
-                  old ? "keeping the previous one" : "ignoring it");
-        if (old) json_object_set(npol, key, old);
-        else json_object_del(npol, key);
-      }
-      if (compile_set(npol, json_integer_value(rev), &set, err) != GRAY_OK) {
-        rc = err ? err->code : GRAY_ESCHEMA;
-        goto out;
-      }
+    const char *key;
+    void *tmp;
+    size_t n = 0;
+    pols = pols_new(json_object_size(npol));
+    if (!pols) {
+      rc = gray__seterr(err, GRAY_ENOMEM, "", "out of memory");
+      goto out;
     }
+    json_object_foreach_safe(npol, tmp, key, v) {
+      json_t *old = json_object_get(m->policies, key);
+      const gray__pol *had = pols_find(m->pols, key);
+      gray_policyset_t *set = NULL;
+      if (had && old && json_equal(old, v)) {
+        set = gray_policyset_ref(had->set);
+      } else {
+        char msg[GRAY_ERROR_PATH_MAX + GRAY_ERROR_TEXT_MAX];
+        int crc = compile_one(v, &set, msg, sizeof msg);
+        if (crc == GRAY_ENOMEM) {
+          rc = gray__seterr(err, GRAY_ENOMEM, "", "out of memory");
+          goto out;
+        }
+        if (crc != GRAY_OK) {
+          gray__log(&m->lg, GRAY__ERROR, "snapshot: the policy of %s does not compile here (%s); %s", key, msg,
+                    had && old ? "keeping the previous one" : "ignoring it");
+          if (had && old) {
+            set = gray_policyset_ref(had->set);
+            if (json_object_set(npol, key, old) != 0) {
+              gray_policyset_release(set);
+              rc = gray__seterr(err, GRAY_ENOMEM, "", "out of memory");
+              goto out;
+            }
+          } else {
+            json_object_del(npol, key);
+            continue;
+          }
+        }
+      }
+      pols->v[n++] = (gray__pol){gray_policy_service(gray_policyset_at(set, 0)), set};
+    }
+    pols->n = n;
+    qsort(pols->v, n, sizeof pols->v[0], pol_cmp);
   }
 
   /* Commit. */
@@ -296,10 +357,9 @@ int gray__model_reset(gray__model *m, json_t *snap, gray_error_t *err) {
     json_decref(m->policies);
     m->policies = npol;
     npol = NULL;
-    gray_policyset_release(m->set);
-    m->set = set;
-    m->set_stale = 0;
-    set = NULL;
+    pols_release(m->pols);
+    m->pols = pols;
+    pols = NULL;
   }
   if (!m->reg || !json_equal(nsvc, m->services)) {
     json_decref(m->services);
@@ -312,7 +372,7 @@ int gray__model_reset(gray__model *m, json_t *snap, gray_error_t *err) {
   snprintf(m->store_id, sizeof m->store_id, "%s", json_string_value(sid));
   m->revision = json_integer_value(rev);
 out:
-  gray_policyset_release(set);
+  pols_release(pols);
   json_decref(npol);
   json_decref(nsvc);
   return rc;
@@ -359,18 +419,31 @@ static int apply_event(gray__model *m, json_t *e) {
       gray__log(&m->lg, GRAY__ERROR, "watch: policy event for %s holds another service; ignored", svc);
       return 0;
     }
-    if (!policy_compiles(pol, msg, sizeof msg)) {
+    gray_policyset_t *set;
+    int crc = compile_one(pol, &set, msg, sizeof msg);
+    if (crc == GRAY_ENOMEM) return -1;
+    if (crc != GRAY_OK) {
       gray__log(&m->lg, GRAY__ERROR, "watch: the new policy of %s does not compile here (%s); %s", svc, msg,
                 old ? "keeping the previous one" : "ignoring it");
       return 0;
     }
-    if (json_object_set(m->policies, svc, pol) != 0) return -1;
-    m->set_stale = 1;
+    gray__pols *np = pols_with(m->pols, svc, set);
+    if (!np || json_object_set(m->policies, svc, pol) != 0) {
+      if (np) pols_release(np); /* releases set too */
+      else gray_policyset_release(set);
+      return -1;
+    }
+    pols_release(m->pols);
+    m->pols = np;
     return 1;
   }
   if (!strcmp(t, "policy.delete")) {
-    if (json_object_del(m->policies, svc) != 0) return 0;
-    m->set_stale = 1;
+    if (!json_object_get(m->policies, svc)) return 0;
+    gray__pols *np = pols_with(m->pols, svc, NULL);
+    if (!np) return -1;
+    json_object_del(m->policies, svc);
+    pols_release(m->pols);
+    m->pols = np;
     return 1;
   }
   if (!strcmp(t, "instance.put")) {
@@ -568,27 +641,6 @@ fail:
 
 int gray__model_snapshot(gray__model *m, gray__snapshot **out, gray_error_t *err) {
   *out = NULL;
-  if (!m->set || m->set_stale) {
-    gray_policyset_t *set;
-    gray_error_t e;
-    int rc = compile_set(m->policies, m->revision, &set, &e);
-    if (rc == GRAY_ENOMEM) return gray__seterr(err, GRAY_ENOMEM, "", "out of memory");
-    if (rc != GRAY_OK) {
-      char msg[GRAY_ERROR_PATH_MAX + GRAY_ERROR_TEXT_MAX];
-      gray_error_format(&e, msg, sizeof msg);
-      if (!m->set) return gray__seterr(err, rc, e.path, "%s", e.message);
-      /* Every policy compiled on its own; the set as a whole did not (a
-       * limit). Keep serving the last set. */
-      gray__log(&m->lg, GRAY__ERROR, "snapshot: the policy set does not compile (%s); keeping the previous one",
-                msg);
-      /* Not again for every registry change: the next policy change retries. */
-      m->set_stale = 0;
-    } else {
-      gray_policyset_release(m->set);
-      m->set = set;
-      m->set_stale = 0;
-    }
-  }
   if (!m->reg || m->reg_stale) {
     gray__registry *r = build_registry(m->services);
     if (!r) return gray__seterr(err, GRAY_ENOMEM, "", "out of memory");
@@ -601,7 +653,7 @@ int gray__model_snapshot(gray__model *m, gray__snapshot **out, gray_error_t *err
   atomic_init(&s->refs, 1);
   s->revision = m->revision;
   memcpy(s->store_id, m->store_id, sizeof s->store_id);
-  s->set = gray_policyset_ref(m->set);
+  s->pols = pols_ref(m->pols);
   s->reg = gray__registry_ref(m->reg);
   *out = s;
   return GRAY_OK;

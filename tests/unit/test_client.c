@@ -837,7 +837,7 @@ static void test_swap_reclaims(void **state) {
   assert_int_equal(c->nretired, 0);
   /* The policy set is shared while only instances change. */
   gray__snapshot *s = atomic_load(&c->cur);
-  assert_ptr_equal(s->set, c->model->set);
+  assert_ptr_equal(s->pols, c->model->pols);
   gray_client_free(c);
 }
 

@@ -104,12 +104,12 @@ static int scenario(const char *path) {
   kv.headers = &xgray;
   kv.nheaders = 1;
   gray_request_t req = {gray_kv_lookup, &kv};
-  const gray_policy_t *p = gray_policyset_find(s3->set, "order", 5);
+  const gray_policy_t *p = gray__snapshot_policy(s3, "order");
   assert_non_null(p);
   gray_decide(p, &req, &d);
   assert_int_equal(d.version.len, 2);
   assert_memory_equal(d.version.p, "v2", 2);
-  assert_non_null(gray_policyset_find(s3->set, "cart", 4));
+  assert_non_null(gray__snapshot_policy(s3, "cart"));
   const gray__vgroup *g = gray__registry_find(s3->reg, "cart", "v2");
   assert_non_null(g);
   assert_int_equal(g->count, 1);
