@@ -7,7 +7,7 @@ JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 FUZZ_SECONDS ?= 60
 CMAKE_FLAGS ?=
 
-.PHONY: all deps check check-unit check-asan check-tsan check-slow bench fuzz fuzz-build demo demo-stop clean
+.PHONY: all deps check check-unit check-asan check-tsan check-slow bench fuzz fuzz-build demo demo-stop install clean
 
 all: $(BUILD)/CMakeCache.txt
 	cmake --build $(BUILD) -j$(JOBS)
@@ -75,6 +75,15 @@ demo: $(BUILD)/CMakeCache.txt
 
 demo-stop:
 	@scripts/demo-stop.sh $(BUILD)
+
+# The Nginx module into Debian's module directory (load it with
+# `load_module modules/ngx_http_gray_module.so;`, docs/nginx.md).
+NGINX_MODULES_DIR ?= /usr/lib/nginx/modules
+install: all
+	@test -f $(BUILD)/nginx/ngx_http_gray_module.so || \
+	  { echo "install: $(BUILD)/nginx/ngx_http_gray_module.so was not built (is nginx-dev installed?)"; exit 1; }
+	install -d $(DESTDIR)$(NGINX_MODULES_DIR)
+	install -m 0644 $(BUILD)/nginx/ngx_http_gray_module.so $(DESTDIR)$(NGINX_MODULES_DIR)/
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD) $(TSAN_BUILD)

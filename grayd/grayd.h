@@ -22,6 +22,7 @@ typedef struct gd_token {
 
 typedef struct gd_registry gd_registry;
 typedef struct gd_watch gd_watch;
+struct gd_agents;
 
 /* One current policy, as the API serves it. */
 typedef struct gd_policy_cur {
@@ -66,6 +67,7 @@ typedef struct gd_state {
   gd_watch *watch;
   gd_http *http;
   gd_metrics metrics;
+  struct gd_agents *agents; /* gray-agent reports (api/agents.c), memory only */
   /* audit entries waiting for the next flush (batched for registry churn) */
   gd_audit_rec *audit_buf;
   size_t naudit, cap_audit;

@@ -485,6 +485,7 @@ int main(int argc, char **argv) {
   gd_watch_free(s.watch);
   gd_registry_free(s.registry);
   gd_policies_free(&s);
+  gd_agents_free(&s);
   event_free(sweep);
   event_free(sigint);
   event_free(sigterm);

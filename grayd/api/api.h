@@ -6,7 +6,7 @@
 
 /* Route classes, for metrics. */
 typedef enum {
-  GD_R_POLICIES, GD_R_SERVICES, GD_R_WATCH, GD_R_SNAPSHOT, GD_R_EXPLAIN, GD_R_AUDIT, GD_R_OTHER,
+  GD_R_POLICIES, GD_R_SERVICES, GD_R_WATCH, GD_R_SNAPSHOT, GD_R_EXPLAIN, GD_R_AUDIT, GD_R_AGENTS, GD_R_OTHER,
   GD_R_COUNT
 } gd_route_class;
 
@@ -38,6 +38,9 @@ void gd_api_snapshot(gd_call *c);
 void gd_api_explain(gd_call *c);
 void gd_api_audit(gd_call *c);
 void gd_api_metrics(gd_call *c);
+/* /v1/agents: gray-agent reports, in memory (agents.c). */
+void gd_api_agents(gd_call *c);
+void gd_agents_free(gd_state *s);
 
 /* Policies kept in memory (loaded from the store at start). */
 int gd_policies_load(gd_state *s, gray_error_t *err);

@@ -127,7 +127,8 @@ static void grow_append(char **buf, size_t *len, size_t *cap, const char *fmt, .
 }
 
 void gd_api_metrics(gd_call *c) {
-  static const char *routes[GD_R_COUNT] = {"policies", "services", "watch", "snapshot", "explain", "audit", "other"};
+  static const char *routes[GD_R_COUNT] = {"policies", "services", "watch",  "snapshot",
+                                           "explain",  "audit",    "agents", "other"};
   gd_state *s = c->s;
   size_t cap = 4096, len = 0;
   char *b = malloc(cap);

@@ -137,9 +137,12 @@ static int allowed(gd_role role, gd_route_class route, int is_write) {
   if (role == GD_ROLE_ADMIN) return 1;
   if (!is_write) return role >= GD_ROLE_READ;
   if (route == GD_R_POLICIES) return role == GD_ROLE_WRITE;
-  if (route == GD_R_SERVICES) return role == GD_ROLE_AGENT;
+  if (route == GD_R_SERVICES || route == GD_R_AGENTS) return role == GD_ROLE_AGENT;
   return 0;
 }
+
+_Static_assert(GD_R_COUNT <= sizeof(((gd_metrics *)0)->requests) / sizeof(((gd_metrics *)0)->requests[0]),
+               "gd_metrics.requests needs a row per route class");
 
 static int split(char *path, const char **seg, int max) {
   int n = 0;
@@ -194,6 +197,7 @@ void gd_api_handle(gd_req *req, void *arg) {
     else if (!strcmp(res, "snapshot")) c.route = GD_R_SNAPSHOT;
     else if (!strcmp(res, "explain")) c.route = GD_R_EXPLAIN;
     else if (!strcmp(res, "audit")) c.route = GD_R_AUDIT;
+    else if (!strcmp(res, "agents")) c.route = GD_R_AGENTS;
     else {
       gd_reply_error(&c, 404, "ENOTFOUND", "", "no such route");
       return;
@@ -204,7 +208,10 @@ void gd_api_handle(gd_req *req, void *arg) {
 
   int is_write = strcmp(method, "GET") && strcmp(method, "HEAD") &&
                  !(c.route == GD_R_EXPLAIN && !strcmp(method, "POST"));
-  const char *opname = c.route == GD_R_POLICIES ? "policy" : c.route == GD_R_SERVICES ? "instance" : "api";
+  const char *opname = c.route == GD_R_POLICIES   ? "policy"
+                       : c.route == GD_R_SERVICES ? "instance"
+                       : c.route == GD_R_AGENTS   ? "agent"
+                                                  : "api";
   char target[300];
   snprintf(target, sizeof target, "%s%s%s", c.nseg > 0 ? c.seg[0] : "", c.nseg > 2 ? "/" : "",
            c.nseg > 2 ? c.seg[2] : "");
@@ -243,6 +250,7 @@ void gd_api_handle(gd_req *req, void *arg) {
     case GD_R_SNAPSHOT: gd_api_snapshot(&c); break;
     case GD_R_EXPLAIN: gd_api_explain(&c); break;
     case GD_R_AUDIT: gd_api_audit(&c); break;
+    case GD_R_AGENTS: gd_api_agents(&c); break;
     default: gd_reply_error(&c, 404, "ENOTFOUND", "", "no such route"); break;
   }
 }

@@ -813,6 +813,179 @@ def t_tls(tmp):
         proc.wait(10)
 
 
+# ---------------------------------------------------------------- agents
+
+AGENT_REPORT = {"host": "web-1.example.com", "revision": 7}
+
+
+@test
+def t_agents_auth_matrix(tmp):
+    roles = [("root", "admin"), ("ops", "write"), ("nginx", "agent"), ("viewer", "read")]
+    g = Grayd(tmp, tokens=roles, dev=False)
+    try:
+        T = g.tokens
+        cases = [
+            (None, "PUT", "/v1/agents/a1", AGENT_REPORT, 401),
+            ("nope", "PUT", "/v1/agents/a1", AGENT_REPORT, 401),
+            (T["viewer"], "PUT", "/v1/agents/a1", AGENT_REPORT, 403),
+            (T["ops"], "PUT", "/v1/agents/a1", AGENT_REPORT, 403),
+            (T["nginx"], "PUT", "/v1/agents/a1", AGENT_REPORT, 200),
+            (T["root"], "PUT", "/v1/agents/a2", AGENT_REPORT, 200),
+            (None, "GET", "/v1/agents", None, 401),
+            (T["viewer"], "GET", "/v1/agents", None, 200),
+            (T["ops"], "GET", "/v1/agents", None, 200),
+            (T["nginx"], "GET", "/v1/agents/a1", None, 200),
+            (T["viewer"], "DELETE", "/v1/agents/a1", None, 403),
+            (T["ops"], "DELETE", "/v1/agents/a1", None, 403),
+            (T["nginx"], "DELETE", "/v1/agents/a2", None, 200),
+        ]
+        for tok, m, path, body, want in cases:
+            st, _, doc = g.req(m, path, body, token=tok)
+            check(st == want, "%s %s: %d, want %d (%s)" % (m, path, st, want, doc))
+            if st in (401, 403):
+                check(doc["error"]["code"] == ("EAUTH" if st == 401 else "EFORBIDDEN"), doc)
+        st, _, doc = g.req("GET", "/v1/agents", token=T["viewer"])
+        check([a["id"] for a in doc["agents"]] == ["a1"], doc)
+        st, _, doc = g.req("GET", "/v1/audit?limit=1000", token=T["root"])
+        ops = [(a["op"], a["token"], a["status"]) for a in doc["audit"]]
+        check(("agent", "viewer", 403) in ops and ("agent", "ops", 403) in ops, ops)
+        check(("agent", "-", 401) in ops, ops)
+        check(("agent.put", "nginx", 200) in ops and ("agent.delete", "nginx", 200) in ops, ops)
+    finally:
+        g.stop()
+
+
+@test
+def t_agents_report_and_list(tmp):
+    g = Grayd(tmp)
+    try:
+        st, _, doc = g.req("GET", "/v1/agents")
+        check(st == 200 and doc["agents"] == [], doc)
+        st, h, doc = g.req("GET", "/healthz", token=None)
+        rev0 = doc["revision"]
+        st, _, doc = g.req("PUT", "/v1/agents/nginx-b", {"host": "10.0.0.2", "revision": 12, "nginx_pid": 4242,
+                                                        "policy_revision": 11, "upstreams_revision": 12})
+        check(st == 200 and doc["created"] is True and doc["id"] == "nginx-b", (st, doc))
+        st, _, doc = g.req("PUT", "/v1/agents/nginx-a",
+                           {"host": "web-1", "revision": 9, "seen_revision": 12, "error_revision": 12,
+                            "last_error": "nginx -t failed:\nunknown directive \"x\" in /etc/nginx/gray.conf:3",
+                            "nginx_pid": None})
+        check(st == 200 and doc["created"] is True, (st, doc))
+        st, _, doc = g.req("GET", "/healthz", token=None)
+        check(doc["revision"] == rev0, "an agent report must not make a revision")
+        st, _, doc = g.req("GET", "/v1/agents")
+        check(st == 200 and [a["id"] for a in doc["agents"]] == ["nginx-a", "nginx-b"], doc)
+        a, b = doc["agents"]
+        check(a["host"] == "web-1" and a["revision"] == 9 and a["seen_revision"] == 12 and a["error_revision"] == 12
+              and a["last_error"].startswith("nginx -t failed:\nunknown") and a["nginx_pid"] is None
+              and a["policy_revision"] is None and a["reports"] == 1 and a["peer"] == "127.0.0.1", a)
+        check(re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$", a["reported_at"]), a)
+        check(a["seconds_since_report"] in (0, 1), a)
+        check(b["last_error"] is None and b["nginx_pid"] == 4242 and b["policy_revision"] == 11
+              and b["upstreams_revision"] == 12 and b["error_revision"] is None, b)
+        # A later report replaces the last one; clearing the error.
+        st, _, doc = g.req("PUT", "/v1/agents/nginx-a", {"host": "web-1", "revision": 12, "last_error": ""})
+        check(st == 200 and doc["created"] is False, doc)
+        st, _, doc = g.req("GET", "/v1/agents/nginx-a")
+        check(st == 200 and doc["revision"] == 12 and doc["last_error"] is None and doc["reports"] == 2, doc)
+        time.sleep(1.1)
+        st, _, doc = g.req("GET", "/v1/agents/nginx-b")
+        check(doc["seconds_since_report"] >= 1, doc)
+        st, _, doc = g.req("GET", "/v1/agents/nobody")
+        check(st == 404 and doc["error"]["code"] == "ENOTFOUND", (st, doc))
+        env = dict(os.environ, GRAYLANE_SERVER="http://127.0.0.1:%d" % g.port, GRAYLANE_TOKEN=g.token)
+        p = subprocess.run([GRAYCTL, "agents"], capture_output=True, text=True, env=env, timeout=10)
+        lines = p.stdout.splitlines()
+        check(p.returncode == 0 and re.match(r"^ID +HOST +APPLIED +SEEN +AGO +ERROR$", lines[0]), p.stdout + p.stderr)
+        check(re.match(r"^nginx-a +web-1 +12 +- +\d+s +-$", lines[1]), p.stdout)
+        check(re.match(r"^nginx-b +10\.0\.0\.2 +12 +- +\d+s +-$", lines[2]), p.stdout)
+        p = subprocess.run([GRAYCTL, "agents", "--json"], capture_output=True, text=True, env=env, timeout=10)
+        check(p.returncode == 0 and len(json.loads(p.stdout)["agents"]) == 2, p.stdout)
+        st, _, doc = g.req("DELETE", "/v1/agents/nginx-b")
+        check(st == 200, (st, doc))
+        st, _, doc = g.req("DELETE", "/v1/agents/nginx-b")
+        check(st == 404, st)
+        st, _, doc = g.req("GET", "/v1/agents")
+        check([x["id"] for x in doc["agents"]] == ["nginx-a"], doc)
+        st, _, doc = g.req("POST", "/v1/agents", {})
+        check(st == 405, st)
+        st, _, doc = g.req("GET", "/v1/agents/a/b")
+        check(st == 404, st)
+        # Only reports that change something are audited (a liveness report
+        # every 30 s per agent would drown the log).
+        for _ in range(3):
+            g.req("PUT", "/v1/agents/nginx-a", {"host": "web-1", "revision": 12})
+        st, _, doc = g.req("GET", "/v1/audit?limit=1000")
+        puts = [x for x in doc["audit"] if x["op"] == "agent.put" and x["target"] == "nginx-a"]
+        check(len(puts) == 2, puts)
+        st, _, text = g.req("GET", "/metrics")
+        check(re.search(r'^grayd_requests_total\{route="agents",code="200"\} \d+$', text, re.M), text)
+        # In memory only: a restarted grayd has no agents until they report.
+        g.stop()
+        g = Grayd(tmp, data=g.data)
+        st, _, doc = g.req("GET", "/v1/agents")
+        check(st == 200 and doc["agents"] == [], doc)
+    finally:
+        g.stop()
+
+
+@test
+def t_agents_bad_bodies(tmp):
+    g = Grayd(tmp)
+    try:
+        ok = {"host": "web-1", "revision": 1}
+        bad = [
+            ("not json", "{", "EJSON", ""),
+            ("array", "[]", "EJSON", ""),
+            ("no host", {"revision": 1}, "ESCHEMA", "host"),
+            ("no revision", {"host": "web-1"}, "ESCHEMA", "revision"),
+            ("unknown key", dict(ok, colour="red"), "ESCHEMA", "colour"),
+            ("host with ;", dict(ok, host="web-1;include /etc/passwd"), "ESCHEMA", "host"),
+            ("host with newline", dict(ok, host="web-1\nx"), "ESCHEMA", "host"),
+            ("host with NUL", dict(ok, host="web\u00001"), "EJSON", ""),  # jansson refuses \u0000
+            ("host too long", dict(ok, host="a" * 300), "ESCHEMA", "host"),
+            ("host a number", dict(ok, host=7), "ESCHEMA", "host"),
+            ("revision negative", dict(ok, revision=-1), "ESCHEMA", "revision"),
+            ("revision a string", dict(ok, revision="7"), "ESCHEMA", "revision"),
+            ("revision a float", dict(ok, revision=7.5), "ESCHEMA", "revision"),
+            ("seen_revision bad", dict(ok, seen_revision="x"), "ESCHEMA", "seen_revision"),
+            ("error_revision bad", dict(ok, error_revision=-3), "ESCHEMA", "error_revision"),
+            ("policy_revision bad", dict(ok, policy_revision=[]), "ESCHEMA", "policy_revision"),
+            ("upstreams_revision bad", dict(ok, upstreams_revision={}), "ESCHEMA", "upstreams_revision"),
+            ("pid zero", dict(ok, nginx_pid=0), "ESCHEMA", "nginx_pid"),
+            ("pid huge", dict(ok, nginx_pid=1 << 40), "ESCHEMA", "nginx_pid"),
+            ("error not a string", dict(ok, last_error=5), "ESCHEMA", "last_error"),
+            ("error too long", dict(ok, last_error="e" * 5000), "ESCHEMA", "last_error"),
+            ("error with NUL", dict(ok, last_error="a\u0000b"), "EJSON", ""),
+            ("duplicate key", '{"host": "a", "host": "b", "revision": 1}', "EJSON", ""),
+        ]
+        for what, body, code, path in bad:
+            st, _, doc = g.req("PUT", "/v1/agents/a1", body)
+            check(st == 400 and doc["error"]["code"] == code and doc["error"]["path"] == path,
+                  "%s: %d %s" % (what, st, doc))
+        st, _, doc = g.req("PUT", "/v1/agents/a1", '{"host": "web-1", "revision": 1, "last_error": "%s"}' % ("e" * 20000))
+        check(st == 413 and doc["error"]["code"] == "ETOOBIG", (st, doc))
+        for bad_id in ["a%3Bb", "-a", "a" * 64, "a%00b", "%24x"]:
+            st, _, doc = g.req("PUT", "/v1/agents/" + bad_id, ok)
+            check(st == 400 and doc["error"]["code"] == "EINVAL", (bad_id, st, doc))
+        st, _, doc = g.req("GET", "/v1/agents")
+        check(doc["agents"] == [], "a refused report was kept: %s" % doc)
+        st, _, doc = g.req("GET", "/v1/audit?limit=1000")
+        check(len([x for x in doc["audit"] if x["op"] == "agent.put" and x["status"] == 400]) >= len(bad), doc)
+        # The cap: 1024 agents, the next new one is refused; a known one may still report.
+        for i in range(1024):
+            st, _, doc = g.req("PUT", "/v1/agents/n%d" % i, ok)
+            check(st == 200, (i, st, doc))
+        st, _, doc = g.req("PUT", "/v1/agents/one-too-many", ok)
+        check(st == 503 and doc["error"]["code"] == "EBUSY", (st, doc))
+        st, _, doc = g.req("PUT", "/v1/agents/n5", dict(ok, revision=2))
+        check(st == 200, (st, doc))
+        st, _, doc = g.req("GET", "/v1/agents")
+        check(len(doc["agents"]) == 1024, len(doc["agents"]))
+    finally:
+        g.stop()
+
+
 def main():
     passed = failed = 0
     for fn in TESTS:

@@ -198,5 +198,6 @@ int grayctl_deregister(grayctl_globals *g, int argc, char **argv);
 int grayctl_heartbeat(grayctl_globals *g, int argc, char **argv);
 int grayctl_watch(grayctl_globals *g, int argc, char **argv);
 int grayctl_audit(grayctl_globals *g, int argc, char **argv);
+int grayctl_agents(grayctl_globals *g, int argc, char **argv);
 
 #endif

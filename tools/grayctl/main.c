@@ -28,6 +28,7 @@ static const char usage[] =
     "  heartbeat SERVICE ID           renew an instance's TTL once\n"
     "  watch                          print changes as they happen\n"
     "  audit                          the audit log\n"
+    "  agents                         what each gray-agent (Nginx) last reported\n"
     "Each takes --json to print grayd's answer unchanged; policy writes take\n"
     "--if-match REV. Every command has --help with an example.\n"
     "\n"
@@ -74,6 +75,7 @@ static const command commands[] = {
     {"instances", NULL, grayctl_instances},  {"register", NULL, grayctl_register},
     {"deregister", NULL, grayctl_deregister}, {"heartbeat", NULL, grayctl_heartbeat},
     {"watch", NULL, grayctl_watch},          {"audit", NULL, grayctl_audit},
+    {"agents", NULL, grayctl_agents},
 };
 
 static const command *find(const char *name) {

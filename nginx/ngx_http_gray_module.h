@@ -1,0 +1,127 @@
+/* graylane — ngx_http_gray_module: declarations shared by the module's files.
+ *
+ *   ngx_http_gray_module.c   directives, variables, the decision, phases
+ *   ngx_http_gray_request.c  the request as the evaluator sees it (lookups)
+ *   ngx_http_gray_policy.c   the policy file: load at configuration time,
+ *                            notice and swap a new one in each worker
+ *   ngx_http_gray_status.c   counters in shared memory, gray_status
+ *
+ * Nginx workers are single-threaded; nothing here takes a lock except the
+ * counters' insertion of a new service/version pair (shared memory, all
+ * workers). See docs/nginx.md. */
+#ifndef NGX_HTTP_GRAY_MODULE_H_INCLUDED
+#define NGX_HTTP_GRAY_MODULE_H_INCLUDED
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "gray/policy.h"
+
+#define NGX_HTTP_GRAY_ERROR_MAX (GRAY_ERROR_PATH_MAX + GRAY_ERROR_TEXT_MAX + 64)
+#define NGX_HTTP_GRAY_INTERVAL_DEFAULT 200 /* ms between two stat() calls */
+
+/* Identity of the policy file as stat() sees it: a change of any field means
+ * a new file to read. `err` is the errno of a failed stat(), else 0. */
+typedef struct {
+    dev_t   dev;
+    ino_t   ino;
+    off_t   size;
+    time_t  mtime_sec;
+    long    mtime_nsec;
+    time_t  ctime_sec;
+    long    ctime_nsec;
+    int     err;
+} ngx_http_gray_file_id_t;
+
+/* The policy set one process runs and what it knows about the file. The
+ * master fills it at configuration time; each worker inherits it and then
+ * keeps its own copy current on its timer. */
+typedef struct {
+    gray_policyset_t         *set;        /* one reference; NULL: none */
+    ngx_uint_t                generation; /* sets this process loaded */
+    ngx_uint_t                seen;       /* `id` is valid */
+    ngx_uint_t                racy;       /* `id` may not show the next change */
+    ngx_http_gray_file_id_t   id;         /* the file last read (or tried) */
+    u_char                   *content;    /* its bytes (ngx_alloc), or NULL */
+    size_t                    content_len;
+    size_t                    error_len;  /* 0: the last attempt succeeded */
+    u_char                    error[NGX_HTTP_GRAY_ERROR_MAX];
+} ngx_http_gray_policy_t;
+
+typedef struct {
+    ngx_str_t                 policy_path;     /* full, NUL-terminated; len 0: unset */
+    ngx_msec_t                check_interval;  /* gray_policies_check_interval */
+    int64_t                   upstreams_revision; /* -1: unset (printed as 0) */
+    ngx_http_gray_policy_t    policy;
+    ngx_str_t                *upstreams;       /* lower-case names, sorted */
+    ngx_uint_t                nupstreams;
+    ngx_shm_zone_t           *zone;            /* counters; NULL when unused */
+    ngx_event_t               timer;
+    ngx_uint_t                status_used;     /* some location has gray_status */
+} ngx_http_gray_main_conf_t;
+
+typedef struct {
+    ngx_str_t                 service;         /* gray_route; data NULL: unset */
+    ngx_flag_t                upstream_check;  /* gray_upstream_check */
+    ngx_array_t              *trusted;         /* gray_trusted_proxies: ngx_cidr_t */
+    ngx_uint_t                status;          /* gray_status here */
+} ngx_http_gray_loc_conf_t;
+
+/* One request's decision. Strings borrow from `set` (held until the
+ * request's pool goes) or from the request itself. */
+typedef struct {
+    ngx_http_request_t       *r;
+    ngx_http_gray_loc_conf_t *lcf;         /* of the decision: trusted proxies */
+    gray_policyset_t         *set;         /* the set this request started with */
+    ngx_str_t                 service;     /* decided for */
+    gray_decision_t           d;
+    ngx_str_t                 upstream;    /* SERVICE.VERSION to proxy to */
+    ngx_str_t                 served;      /* its version; len 0: none exists */
+    gray_str_t                ip;          /* the `ip` attribute, once computed */
+    unsigned                  decided:1;
+    unsigned                  has_policy:1;
+    unsigned                  fallback:1;  /* served by the default version */
+    unsigned                  unavailable:1; /* no upstream may serve it */
+    unsigned                  refused:1;   /* answered 503 by this module */
+    unsigned                  ip_done:1;
+    unsigned                  ip_found:1;
+} ngx_http_gray_ctx_t;
+
+extern ngx_module_t ngx_http_gray_module;
+
+/* ngx_http_gray_request.c */
+int ngx_http_gray_lookup(void *data, gray_attr_t attr, gray_str_t name,
+    gray_str_t *value, char *scratch, size_t scratch_size);
+ngx_table_elt_t *ngx_http_gray_find_header(ngx_http_request_t *r,
+    const u_char *lname, size_t len);
+/* The incoming X-Gray-Tag when it is a valid name, else 0. */
+ngx_int_t ngx_http_gray_incoming_tag(ngx_http_request_t *r, ngx_str_t *tag);
+
+/* ngx_http_gray_policy.c */
+/* Read and compile the file when its identity changed since the last call.
+ * NGX_OK: a new set is in place (the old one released). NGX_DECLINED: the
+ * file is the one already seen. NGX_AGAIN: it changed while being read (try
+ * again later). NGX_ERROR: it could not be used; pol->error says why and
+ * the current set stays. Never logs. */
+ngx_int_t ngx_http_gray_policy_load(ngx_http_gray_policy_t *pol,
+    ngx_str_t *path, ngx_log_t *log);
+void ngx_http_gray_policy_release(void *data);
+ngx_int_t ngx_http_gray_policy_init_process(ngx_cycle_t *cycle,
+    ngx_http_gray_main_conf_t *mcf);
+
+/* ngx_http_gray_status.c */
+ngx_int_t ngx_http_gray_status_zone(ngx_conf_t *cf,
+    ngx_http_gray_main_conf_t *mcf);
+/* Publish this worker's policy and upstream revisions to shared memory. */
+void ngx_http_gray_status_worker(ngx_http_gray_main_conf_t *mcf);
+ngx_int_t ngx_http_gray_log_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_gray_status_handler(ngx_http_request_t *r);
+
+/* ngx_http_gray_module.c */
+/* The request's context, created when `create` is set (NULL on out of
+ * memory or when absent). Survives internal redirects. */
+ngx_http_gray_ctx_t *ngx_http_gray_get_ctx(ngx_http_request_t *r,
+    ngx_uint_t create);
+
+#endif

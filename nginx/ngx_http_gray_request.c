@@ -1,0 +1,312 @@
+/* graylane — ngx_http_gray_module: the request as the evaluator sees it.
+ *
+ * Every attribute is read from what nginx already parsed: the headers list,
+ * the first Cookie header, r->args, r->uri, r->method_name,
+ * r->headers_in.server. Nothing is copied; a URL-encoded parameter is
+ * decoded into the evaluator's scratch buffer by gray_query_find. */
+#include "ngx_http_gray_module.h"
+
+#include "core/model.h" /* gray__check_name: the one name rule of the core */
+
+#define NGX_HTTP_GRAY_XFF_HEADERS 16 /* X-Forwarded-For headers considered */
+
+ngx_table_elt_t *
+ngx_http_gray_find_header(ngx_http_request_t *r, const u_char *lname,
+    size_t len)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return NULL;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+
+            if (part->nelts == 0) {
+                continue;
+            }
+        }
+
+        /* nginx marks a header it dropped with hash 0 */
+        if (h[i].hash != 0 && h[i].key.len == len
+            && ngx_strncmp(h[i].lowcase_key, lname, len) == 0)
+        {
+            return &h[i];
+        }
+    }
+}
+
+
+ngx_int_t
+ngx_http_gray_incoming_tag(ngx_http_request_t *r, ngx_str_t *tag)
+{
+    char              msg[GRAY_ERROR_TEXT_MAX];
+    gray_str_t        s;
+    ngx_table_elt_t  *h;
+
+    h = ngx_http_gray_find_header(r, (u_char *) "x-gray-tag",
+                                  sizeof("x-gray-tag") - 1);
+    if (h == NULL) {
+        return 0;
+    }
+
+    s.p = (const char *) h->value.data;
+    s.len = h->value.len;
+
+    if (gray__check_name(s, msg, sizeof msg) != GRAY_OK) {
+        return 0;
+    }
+
+    *tag = h->value;
+    return 1;
+}
+
+
+static ngx_uint_t
+ngx_http_gray_trusted_text(u_char *p, size_t len, ngx_array_t *trusted)
+{
+    in_addr_t             a;
+    struct sockaddr_in    sin;
+#if (NGX_HAVE_INET6)
+    struct sockaddr_in6   sin6;
+#endif
+
+    a = ngx_inet_addr(p, len);
+
+    if (a != INADDR_NONE) {
+        ngx_memzero(&sin, sizeof(sin));
+        sin.sin_family = AF_INET;
+        sin.sin_addr.s_addr = a;
+        return ngx_cidr_match((struct sockaddr *) &sin, trusted) == NGX_OK;
+    }
+
+#if (NGX_HAVE_INET6)
+    ngx_memzero(&sin6, sizeof(sin6));
+
+    if (ngx_inet6_addr(p, len, sin6.sin6_addr.s6_addr) == NGX_OK) {
+        sin6.sin6_family = AF_INET6;
+        return ngx_cidr_match((struct sockaddr *) &sin6, trusted) == NGX_OK;
+    }
+#endif
+
+    return 0;
+}
+
+
+/* The `ip` attribute. The connection's address, unless the peer is a
+ * trusted proxy that sent X-Forwarded-For: then the rightmost address of
+ * that list which is not itself a trusted proxy (the leftmost when all
+ * are), taken as it is written — a value that is no address makes `ip`
+ * conditions false, it never falls back to the proxy's own address. A
+ * list with no element at all leaves the attribute absent. */
+static int
+ngx_http_gray_client_ip(ngx_http_gray_ctx_t *ctx, gray_str_t *value)
+{
+    u_char              *p;
+    size_t               b, e, s, end;
+    ngx_uint_t           i, n, total;
+    ngx_list_part_t     *part;
+    ngx_table_elt_t     *h, *xff[NGX_HTTP_GRAY_XFF_HEADERS];
+    ngx_connection_t    *c;
+    ngx_http_request_t  *r;
+
+    if (ctx->ip_done) {
+        *value = ctx->ip;
+        return ctx->ip_found;
+    }
+
+    ctx->ip_done = 1;
+    ctx->ip_found = 0;
+
+    r = ctx->r;
+    c = r->connection;
+
+    ctx->ip.p = (const char *) c->addr_text.data;
+    ctx->ip.len = c->addr_text.len;
+    ctx->ip_found = c->addr_text.data != NULL;
+
+    if (ctx->lcf == NULL || ctx->lcf->trusted == NULL
+        || ngx_cidr_match(c->sockaddr, ctx->lcf->trusted) != NGX_OK)
+    {
+        *value = ctx->ip;
+        return ctx->ip_found;
+    }
+
+    /* The last NGX_HTTP_GRAY_XFF_HEADERS X-Forwarded-For headers, in
+     * order (a ring); the rightmost address is in the last one. */
+    total = 0;
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+
+            if (part->nelts == 0) {
+                continue;
+            }
+        }
+
+        if (h[i].hash != 0 && h[i].key.len == sizeof("x-forwarded-for") - 1
+            && ngx_strncmp(h[i].lowcase_key, "x-forwarded-for",
+                           sizeof("x-forwarded-for") - 1) == 0)
+        {
+            xff[total % NGX_HTTP_GRAY_XFF_HEADERS] = &h[i];
+            total++;
+        }
+    }
+
+    if (total == 0) {
+        *value = ctx->ip;
+        return ctx->ip_found;
+    }
+
+    ctx->ip_found = 0;
+    n = total < NGX_HTTP_GRAY_XFF_HEADERS ? total : NGX_HTTP_GRAY_XFF_HEADERS;
+
+    for (i = 0; i < n; i++) {
+        h = xff[(total - 1 - i) % NGX_HTTP_GRAY_XFF_HEADERS];
+        p = h->value.data;
+        end = h->value.len;
+
+        /* Elements right to left; `end` strictly decreases. */
+        while (end > 0) {
+            e = end;
+            while (e > 0 && (p[e - 1] == ' ' || p[e - 1] == '\t'
+                             || p[e - 1] == ','))
+            {
+                e--;
+            }
+
+            if (e == 0) {
+                break;
+            }
+
+            s = e - 1;
+            while (s > 0 && p[s - 1] != ',') {
+                s--;
+            }
+
+            b = s;
+            while (b < e && (p[b] == ' ' || p[b] == '\t')) {
+                b++;
+            }
+
+            ctx->ip.p = (const char *) p + b;
+            ctx->ip.len = e - b;
+            ctx->ip_found = 1;
+
+            if (!ngx_http_gray_trusted_text(p + b, e - b, ctx->lcf->trusted)) {
+                *value = ctx->ip;
+                return 1;
+            }
+
+            end = s;
+        }
+    }
+
+    /* Every address was a trusted proxy: the leftmost one. */
+    *value = ctx->ip;
+    return ctx->ip_found;
+}
+
+
+int
+ngx_http_gray_lookup(void *data, gray_attr_t attr, gray_str_t name,
+    gray_str_t *value, char *scratch, size_t scratch_size)
+{
+    gray_str_t            s;
+    ngx_table_elt_t      *h;
+    ngx_http_request_t   *r;
+    ngx_http_gray_ctx_t  *ctx;
+
+    ctx = data;
+    r = ctx->r;
+
+    switch (attr) {
+
+    case GRAY_ATTR_HEADER:
+        h = ngx_http_gray_find_header(r, (const u_char *) name.p, name.len);
+        if (h == NULL) {
+            return 0;
+        }
+        value->p = (const char *) h->value.data;
+        value->len = h->value.len;
+        return 1;
+
+    case GRAY_ATTR_COOKIE:
+        /* the first Cookie header, as every executor does */
+        h = ngx_http_gray_find_header(r, (u_char *) "cookie",
+                                      sizeof("cookie") - 1);
+        if (h == NULL) {
+            return 0;
+        }
+        s.p = (const char *) h->value.data;
+        s.len = h->value.len;
+        return gray_cookie_find(s, name, value);
+
+    case GRAY_ATTR_PARAM:
+        if (r->args.len == 0) {
+            return 0;
+        }
+        s.p = (const char *) r->args.data;
+        s.len = r->args.len;
+        return gray_query_find(s, name, value, scratch, scratch_size);
+
+    case GRAY_ATTR_IP:
+        return ngx_http_gray_client_ip(ctx, value);
+
+    case GRAY_ATTR_TAG:
+        h = ngx_http_gray_find_header(r, (u_char *) "x-gray-tag",
+                                      sizeof("x-gray-tag") - 1);
+        if (h == NULL) {
+            return 0;
+        }
+        value->p = (const char *) h->value.data;
+        value->len = h->value.len;
+        return 1;
+
+    case GRAY_ATTR_PATH:
+        if (r->uri.data == NULL) {
+            return 0;
+        }
+        value->p = (const char *) r->uri.data;
+        value->len = r->uri.len;
+        return 1;
+
+    case GRAY_ATTR_METHOD:
+        if (r->method_name.data == NULL) {
+            return 0;
+        }
+        value->p = (const char *) r->method_name.data;
+        value->len = r->method_name.len;
+        return 1;
+
+    case GRAY_ATTR_HOST:
+        if (r->headers_in.server.len == 0) {
+            return 0;
+        }
+        value->p = (const char *) r->headers_in.server.data;
+        value->len = r->headers_in.server.len;
+        return 1;
+    }
+
+    return 0;
+}
