@@ -68,9 +68,9 @@ fuzz: deps fuzz-build
 # commands to try. State, logs and PIDs live in a temporary directory named
 # by $(BUILD)/demo.state; make demo-stop stops exactly those processes.
 demo: $(BUILD)/CMakeCache.txt
-	@echo "demo: building grayd, grayctl and the example services (log: $(BUILD)/demo-build.log)"
-	@cmake --build $(BUILD) -j$(JOBS) --target grayd grayctl example-gateway example-order \
-	  example-order-dal >$(BUILD)/demo-build.log 2>&1 || { tail -n 30 $(BUILD)/demo-build.log; exit 1; }
+	@echo "demo: building grayd, grayctl, gray-agent, the nginx module and the example services (log: $(BUILD)/demo-build.log)"
+	@cmake --build $(BUILD) -j$(JOBS) --target grayd grayctl gray-agent ngx_http_gray_module \
+	  example-gateway example-order example-order-dal >$(BUILD)/demo-build.log 2>&1 || { tail -n 30 $(BUILD)/demo-build.log; exit 1; }
 	@scripts/demo.sh $(BUILD)
 
 demo-stop:
