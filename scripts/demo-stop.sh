@@ -10,7 +10,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 build=${1:-build}
-state_file=$build/demo.state
+state_file=${DEMO_STATE:-$build/demo.state} # the test of the demo uses its own
 
 if [ ! -f "$state_file" ]; then
   echo "demo: not running"

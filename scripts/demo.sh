@@ -16,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
 bin=$build/bin
-state_file=$build/demo.state
+state_file=${DEMO_STATE:-$build/demo.state} # the test of the demo uses its own
 policies=examples/lanes.json
 
 module=$(cd "$build" && pwd)/nginx/ngx_http_gray_module.so

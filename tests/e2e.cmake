@@ -14,3 +14,10 @@ foreach(line ${e2e_defs})
                    ${PROJECT_SOURCE_DIR}/examples/lanes.json ${name})
   set_tests_properties(e2e/${name} PROPERTIES LABELS e2e TIMEOUT 180)
 endforeach()
+
+# make demo itself (scripts/demo.sh and demo-stop.sh), with its own state
+# file so a developer's running demo is left alone.
+if(TARGET gray-agent AND TARGET ngx_http_gray_module)
+  add_test(NAME e2e/demo COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/e2e/demo_test.sh ${CMAKE_BINARY_DIR})
+  set_tests_properties(e2e/demo PROPERTIES LABELS e2e TIMEOUT 120 RESOURCE_LOCK demo)
+endif()
