@@ -452,9 +452,11 @@ def t_policy_change_without_reload(tmp):
         master = s.ng.proc.pid
         workers = sorted(s.ng.workers())
         check(len(workers) == 2, workers)
-        st = s.status()
+        # A worker enters the status list once it has started (init_process);
+        # right after nginx starts one of them may not have yet.
+        st, _ = wait_until("both workers in gray_status", lambda: (lambda st: sorted(
+            w["pid"] for w in st["workers"]) == workers and st)(s.status()), timeout=3)
         check(st["policy_revision"] == 1 and st["policy_error"] is None, st)
-        check(sorted(w["pid"] for w in st["workers"]) == workers, st)
         check(s.route([("X-Gray", "1")])[1] == "v2", "before")
         changed = json.loads(json.dumps(ORDER))
         changed["rules"][0]["when"]["value"] = "2"
