@@ -450,8 +450,8 @@ def t_policy_change_without_reload(tmp):
     second, by the same worker processes (no reload)."""
     with site(tmp, policy_doc(1, ORDER), workers=2, interval="200ms") as s:
         master = s.ng.proc.pid
-        workers = sorted(s.ng.workers())
-        check(len(workers) == 2, workers)
+        workers, _ = wait_until("both workers forked", lambda: (lambda w: len(w) == 2 and sorted(w))(
+            s.ng.workers()), timeout=3)
         # A worker enters the status list once it has started (init_process);
         # right after nginx starts one of them may not have yet.
         st, _ = wait_until("both workers in gray_status", lambda: (lambda st: sorted(
