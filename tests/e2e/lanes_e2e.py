@@ -22,44 +22,16 @@ import secrets
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-import traceback
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
+import testkit  # noqa: E402
+from testkit import Fail, check, free_port, wait_until  # noqa: E402,F401
 
 GRAYD = os.path.abspath(sys.argv[1])
 BIN = os.path.abspath(sys.argv[2])
 POLICY_SET = os.path.abspath(sys.argv[3])
 ONLY = set(sys.argv[4:])
-TESTS = []
-
-
-def test(fn):
-    TESTS.append(fn)
-    return fn
-
-
-class Fail(Exception):
-    pass
-
-
-def check(cond, what):
-    if not cond:
-        raise Fail(what if isinstance(what, str) else json.dumps(what, default=str)[:1500])
-
-
-def wait_until(what, fn, timeout=10.0, every=0.02):
-    """Poll fn() until it returns a true value; return it and the time it took."""
-    t0 = time.time()
-    last = None
-    while time.time() - t0 < timeout:
-        try:
-            last = fn()
-            if last:
-                return last, time.time() - t0
-        except (OSError, http.client.HTTPException) as e:
-            last = e
-        time.sleep(every)
-    raise Fail("timed out after %.0fs waiting for %s (last: %s)" % (timeout, what, str(last)[:800]))
+TESTS, test = testkit.collector()
 
 
 def read_port(log, proc, name, timeout=10.0):
@@ -463,27 +435,7 @@ def t_grayd_down(tmp):
 
 
 def main():
-    passed = failed = 0
-    for fn in TESTS:
-        if ONLY and fn.__name__ not in ONLY:
-            continue
-        with tempfile.TemporaryDirectory(prefix="gray-e2e-") as tmp:
-            t0 = time.time()
-            try:
-                fn(tmp)
-                passed += 1
-                print("ok   %s (%.1fs)" % (fn.__name__, time.time() - t0), flush=True)
-            except Exception as e:  # noqa: BLE001 - report every failure kind
-                failed += 1
-                print("FAIL %s: %s" % (fn.__name__, e), flush=True)
-                if not isinstance(e, Fail):
-                    traceback.print_exc()
-                for name in sorted(os.listdir(tmp)):
-                    if name.endswith(".log"):
-                        print("---- %s (tail)" % name)
-                        print(open(os.path.join(tmp, name)).read()[-1500:])
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
+    return testkit.run(TESTS, ONLY, "gray-e2e-")
 
 
 if __name__ == "__main__":

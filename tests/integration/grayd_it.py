@@ -18,29 +18,16 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import traceback
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
+import testkit  # noqa: E402
+from testkit import Fail, check, free_port, wait_until  # noqa: E402,F401
 
 GRAYD = os.path.abspath(sys.argv[1])
 GRAYCTL = os.path.abspath(sys.argv[2])
 ONLY = set(sys.argv[3:])
-TESTS = []
-
-
-def test(fn):
-    TESTS.append(fn)
-    return fn
-
-
-class Fail(Exception):
-    pass
-
-
-def check(cond, what):
-    if not cond:
-        raise Fail(what)
+TESTS, test = testkit.collector()
 
 
 class Grayd:
@@ -987,27 +974,7 @@ def t_agents_bad_bodies(tmp):
 
 
 def main():
-    passed = failed = 0
-    for fn in TESTS:
-        if ONLY and fn.__name__ not in ONLY:
-            continue
-        with tempfile.TemporaryDirectory(prefix="grayd-it-") as tmp:
-            t0 = time.time()
-            try:
-                fn(tmp)
-                passed += 1
-                print("ok   %s (%.1fs)" % (fn.__name__, time.time() - t0), flush=True)
-            except Exception as e:  # noqa: BLE001 - report every failure kind
-                failed += 1
-                print("FAIL %s: %s" % (fn.__name__, e), flush=True)
-                if not isinstance(e, Fail):
-                    traceback.print_exc()
-                for name in os.listdir(tmp):
-                    if name.startswith("grayd-") and name.endswith(".log"):
-                        print("---- %s (tail)" % name)
-                        print(open(os.path.join(tmp, name)).read()[-1500:])
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
+    return testkit.run(TESTS, ONLY, "grayd-it-")
 
 
 if __name__ == "__main__":

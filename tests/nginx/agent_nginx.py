@@ -19,58 +19,27 @@ import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import traceback
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
+import testkit  # noqa: E402
+from testkit import Fail, check, free_port  # noqa: E402,F401
 
 GRAYD = os.path.abspath(sys.argv[1])
 AGENT = os.path.abspath(sys.argv[2])
 MODULE = os.path.abspath(sys.argv[3])
 NGINX = sys.argv[4]
 ONLY = set(sys.argv[5:])
-TESTS = []
+TESTS, test = testkit.collector()
 SKIP = 77
 
 
-def test(fn):
-    TESTS.append(fn)
-    return fn
-
-
-class Fail(Exception):
-    pass
-
-
-def check(cond, what):
-    if not cond:
-        raise Fail(what if isinstance(what, str) else json.dumps(what, default=str)[:2000])
-
-
 def wait_until(what, fn, timeout=10.0, every=0.05):
-    """Poll fn() until it returns a true value; return it."""
-    t0 = time.time()
-    last = None
-    while time.time() - t0 < timeout:
-        try:
-            last = fn()
-            if last:
-                return last
-        except (OSError, http.client.HTTPException, ValueError, KeyError) as e:
-            last = e
-        time.sleep(every)
-    raise Fail("timed out after %.0fs waiting for %s (last: %s)" % (timeout, what, str(last)[:1500]))
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """testkit.wait_until's value alone; a status answer still missing a key
+    counts as "not yet" too."""
+    return testkit.wait_until(what, fn, timeout, every, tolerate=(KeyError,))[0]
 
 
 def http_get(port, path="/", headers=None, timeout=5):
@@ -694,29 +663,7 @@ def main():
     if not (os.path.isabs(NGINX) and os.access(NGINX, os.X_OK)):
         print("SKIP: no nginx binary at %s" % NGINX)
         return SKIP
-    passed = failed = 0
-    for fn in TESTS:
-        if ONLY and fn.__name__ not in ONLY:
-            continue
-        with tempfile.TemporaryDirectory(prefix="gray-agent-") as tmp:
-            t0 = time.time()
-            try:
-                fn(tmp)
-                passed += 1
-                print("ok   %s (%.1fs)" % (fn.__name__, time.time() - t0), flush=True)
-            except Exception as e:  # noqa: BLE001 - report every failure kind
-                failed += 1
-                where = traceback.extract_tb(e.__traceback__)[-2 if isinstance(e, Fail) else -1]
-                print("FAIL %s (line %d): %s" % (fn.__name__, where.lineno, e), flush=True)
-                if not isinstance(e, Fail):
-                    traceback.print_exc()
-                for root, _, files in os.walk(tmp):
-                    for name in sorted(files):
-                        if name.endswith(".log"):
-                            print("---- %s (tail)" % name)
-                            print(open(os.path.join(root, name), errors="replace").read()[-2000:])
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
+    return testkit.run(TESTS, ONLY, "gray-agent-")
 
 
 if __name__ == "__main__":

@@ -18,39 +18,12 @@ import socket
 import subprocess
 import threading
 import time
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
+from testkit import Fail, check, free_port, wait_until  # noqa: E402,F401
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-
-
-class Fail(Exception):
-    pass
-
-
-def check(cond, what):
-    if not cond:
-        raise Fail(what if isinstance(what, str) else json.dumps(what, default=str)[:2000])
-
-
-def wait_until(what, fn, timeout=10.0, every=0.01):
-    """Poll fn() until it returns a true value; return (value, seconds)."""
-    t0 = time.time()
-    last = None
-    while time.time() - t0 < timeout:
-        try:
-            last = fn()
-            if last:
-                return last, time.time() - t0
-        except (OSError, http.client.HTTPException, ValueError) as e:
-            last = e
-        time.sleep(every)
-    raise Fail("timed out after %.1fs waiting for %s (last: %s)" % (timeout, what, str(last)[:800]))
-
-
-def free_port():
-    """A port that was free a moment ago (nginx cannot report a port 0)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def safe_name(name):

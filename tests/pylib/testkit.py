@@ -1,0 +1,94 @@
+"""What every Python test script of graylane shares (standard library only):
+failures, polling, free ports, and the runner that gives each test function
+a temporary directory and prints `ok`/`FAIL` lines, the tails of the logs a
+failed test left, and `N passed, M failed`.
+
+A script puts tests/pylib on sys.path, decorates its tests with `test`, and
+ends with `sys.exit(testkit.run(TESTS, selected, "prefix-"))`.
+"""
+import http.client
+import json
+import os
+import socket
+import tempfile
+import time
+import traceback
+
+
+class Fail(Exception):
+    """An assertion of a test failed (reported without a traceback)."""
+
+
+def check(cond, what):
+    if not cond:
+        raise Fail(what if isinstance(what, str) else json.dumps(what, default=str)[:2000])
+
+
+def wait_until(what, fn, timeout=10.0, every=0.01, tolerate=()):
+    """Poll fn() until it returns a true value; return (value, seconds).
+    Connection errors and unparsable answers count as "not yet", and so do
+    the exception types in `tolerate`."""
+    t0 = time.time()
+    last = None
+    while time.time() - t0 < timeout:
+        try:
+            last = fn()
+            if last:
+                return last, time.time() - t0
+        except (OSError, http.client.HTTPException, ValueError) + tuple(tolerate) as e:
+            last = e
+        time.sleep(every)
+    raise Fail("timed out after %.1fs waiting for %s (last: %s)" % (timeout, what, str(last)[:800]))
+
+
+def free_port():
+    """A port that was free a moment ago (for servers that cannot report a
+    port 0 back)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def collector():
+    """A list and a decorator that appends to it: `TESTS, test = collector()`."""
+    tests = []
+
+    def test(fn):
+        tests.append(fn)
+        return fn
+    return tests, test
+
+
+def _print_logs(tmp):
+    for root, _, files in os.walk(tmp):
+        for name in sorted(files):
+            if name.endswith(".log"):
+                path = os.path.join(root, name)
+                print("---- %s (tail)" % os.path.relpath(path, tmp))
+                with open(path, errors="replace") as f:
+                    print(f.read()[-2000:])
+
+
+def run(tests, only, prefix):
+    """Run each test (all, or those named in `only`) in a fresh temporary
+    directory; return the exit status (1 when any failed)."""
+    passed = failed = 0
+    for fn in tests:
+        if only and fn.__name__ not in only:
+            continue
+        with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+            t0 = time.time()
+            try:
+                fn(tmp)
+                passed += 1
+                print("ok   %s (%.1fs)" % (fn.__name__, time.time() - t0), flush=True)
+            except Exception as e:  # noqa: BLE001 - report every failure kind
+                failed += 1
+                tb = traceback.extract_tb(e.__traceback__)
+                where = tb[-2] if isinstance(e, Fail) and len(tb) > 1 else tb[-1]
+                print("FAIL %s (line %d): %s" % (fn.__name__, where.lineno, e), flush=True)
+                if not isinstance(e, Fail):
+                    traceback.print_exc()
+                _print_logs(tmp)
+    print("%d passed, %d failed" % (passed, failed))
+    return 1 if failed else 0
