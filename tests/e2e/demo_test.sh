@@ -46,5 +46,10 @@ for p in "${pids[@]}"; do
 done
 check "no demo process is left" test "$alive" = 0
 check "the demo directory is gone" test ! -e "$dir"
+if [ "$failed" != 0 ]; then
+  echo "---- make demo printed"; cat "$tmp/out"
+  echo "---- make demo-stop printed"; cat "$tmp/stop" 2>/dev/null || true
+  echo "---- beta answer: $beta"
+fi
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]
