@@ -194,7 +194,7 @@ ngx_http_gray_get_ctx(ngx_http_request_t *r, ngx_uint_t create)
     }
 
     ctx = cln->data;
-    ngx_memzero(ctx, sizeof(ngx_http_gray_ctx_t));
+    ngx_memzero(ctx, offsetof(ngx_http_gray_ctx_t, cookies));
     ctx->r = r;
     cln->handler = ngx_http_gray_ctx_cleanup;
 
@@ -303,9 +303,13 @@ ngx_http_gray_decide(ngx_http_request_t *r, ngx_http_gray_loc_conf_t *lcf)
         return NULL;
     }
 
-    if (ctx->decided && ctx->service.len == lcf->service.len
-        && ngx_strncmp(ctx->service.data, lcf->service.data,
-                       lcf->service.len) == 0)
+    /* Decided already: every $gray_* read after the first one (the
+     * variables are not cacheable, for internal redirects) comes here. */
+    if (ctx->decided
+        && (ctx->lcf == lcf
+            || (ctx->service.len == lcf->service.len
+                && ngx_memcmp(ctx->service.data, lcf->service.data,
+                              lcf->service.len) == 0)))
     {
         return ctx;
     }
@@ -842,6 +846,8 @@ ngx_http_gray_init(ngx_conf_t *cf)
     ngx_http_handler_pt        *h;
     ngx_http_core_main_conf_t  *cmcf;
     ngx_http_gray_main_conf_t  *mcf;
+
+    ngx_http_gray_request_init();
 
     mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_gray_module);
 

@@ -20,6 +20,7 @@
 
 #define NGX_HTTP_GRAY_ERROR_MAX (GRAY_ERROR_PATH_MAX + GRAY_ERROR_TEXT_MAX + 64)
 #define NGX_HTTP_GRAY_INTERVAL_DEFAULT 200 /* ms between two stat() calls */
+#define NGX_HTTP_GRAY_COOKIES 8 /* cookies of a request parsed at once */
 
 /* Identity of the policy file as stat() sees it: a change of any field means
  * a new file to read. `err` is the errno of a failed stat(), else 0. */
@@ -79,6 +80,9 @@ typedef struct {
     ngx_str_t                 upstream;    /* SERVICE.VERSION to proxy to */
     ngx_str_t                 served;      /* its version; len 0: none exists */
     gray_str_t                ip;          /* the `ip` attribute, once computed */
+    ngx_table_elt_t          *cookie;      /* the first Cookie header */
+    ngx_table_elt_t          *tag;         /* the first X-Gray-Tag header */
+    ngx_uint_t                ncookies;
     unsigned                  decided:1;
     unsigned                  has_policy:1;
     unsigned                  fallback:1;  /* served by the default version */
@@ -86,15 +90,24 @@ typedef struct {
     unsigned                  refused:1;   /* answered 503 by this module */
     unsigned                  ip_done:1;
     unsigned                  ip_found:1;
+    unsigned                  headers_done:1; /* cookie, tag found */
+    unsigned                  cookies_done:1; /* cookies[] filled */
+    unsigned                  cookies_more:1; /* `cookie` has more of them */
+    /* last: a new context is zeroed up to here */
+    gray_kv_t                 cookies[NGX_HTTP_GRAY_COOKIES]; /* of `cookie` */
 } ngx_http_gray_ctx_t;
 
 extern ngx_module_t ngx_http_gray_module;
 
 /* ngx_http_gray_request.c */
+/* Hashes of the header names the module looks for (at configuration). */
+void ngx_http_gray_request_init(void);
 int ngx_http_gray_lookup(void *data, gray_attr_t attr, gray_str_t name,
     gray_str_t *value, char *scratch, size_t scratch_size);
+/* The first header named lname (lower-case), found by nginx's hash of the
+ * lower-cased name (ngx_hash_key(lname, len)), then the name. */
 ngx_table_elt_t *ngx_http_gray_find_header(ngx_http_request_t *r,
-    const u_char *lname, size_t len);
+    ngx_uint_t hash, const u_char *lname, size_t len);
 /* The incoming X-Gray-Tag when it is a valid name, else 0. */
 ngx_int_t ngx_http_gray_incoming_tag(ngx_http_request_t *r, ngx_str_t *tag);
 

@@ -10,13 +10,42 @@
 
 #define NGX_HTTP_GRAY_XFF_HEADERS 16 /* X-Forwarded-For headers considered */
 
+static ngx_uint_t  ngx_http_gray_hash_cookie;
+static ngx_uint_t  ngx_http_gray_hash_tag;
+static ngx_uint_t  ngx_http_gray_hash_xff;
+
+
+void
+ngx_http_gray_request_init(void)
+{
+    ngx_http_gray_hash_cookie = ngx_hash_key((u_char *) "cookie",
+                                             sizeof("cookie") - 1);
+    ngx_http_gray_hash_tag = ngx_hash_key((u_char *) "x-gray-tag",
+                                          sizeof("x-gray-tag") - 1);
+    ngx_http_gray_hash_xff = ngx_hash_key((u_char *) "x-forwarded-for",
+                                          sizeof("x-forwarded-for") - 1);
+}
+
+
+/* nginx keeps, for every request header, the hash of its lower-cased name
+ * (ngx_hash_key over lowcase_key; HTTP/2 names are lower-case already), and
+ * marks a header it dropped with hash 0: compare the hash, then the name. */
+#define ngx_http_gray_header_is(h, hk, lname, n)                             \
+    ((h)->hash == (hk) && (h)->key.len == (n)                                \
+     && ngx_memcmp((h)->lowcase_key, lname, n) == 0)
+
+
 ngx_table_elt_t *
-ngx_http_gray_find_header(ngx_http_request_t *r, const u_char *lname,
-    size_t len)
+ngx_http_gray_find_header(ngx_http_request_t *r, ngx_uint_t hash,
+    const u_char *lname, size_t len)
 {
     ngx_uint_t        i;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
+
+    if (hash == 0) {
+        return NULL;
+    }
 
     part = &r->headers_in.headers.part;
     h = part->elts;
@@ -37,11 +66,57 @@ ngx_http_gray_find_header(ngx_http_request_t *r, const u_char *lname,
             }
         }
 
-        /* nginx marks a header it dropped with hash 0 */
-        if (h[i].hash != 0 && h[i].key.len == len
-            && ngx_strncmp(h[i].lowcase_key, lname, len) == 0)
-        {
+        if (ngx_http_gray_header_is(&h[i], hash, lname, len)) {
             return &h[i];
+        }
+    }
+}
+
+
+/* One walk over the headers for the ones a decision may read more than
+ * once: the first Cookie and the first X-Gray-Tag. */
+static void
+ngx_http_gray_scan_headers(ngx_http_gray_ctx_t *ctx)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    ctx->headers_done = 1;
+    ctx->cookie = NULL;
+    ctx->tag = NULL;
+
+    part = &ctx->r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+
+            if (part->nelts == 0) {
+                continue;
+            }
+        }
+
+        if (ctx->cookie == NULL
+            && ngx_http_gray_header_is(&h[i], ngx_http_gray_hash_cookie,
+                                       "cookie", sizeof("cookie") - 1))
+        {
+            ctx->cookie = &h[i];
+
+        } else if (ctx->tag == NULL
+                   && ngx_http_gray_header_is(&h[i], ngx_http_gray_hash_tag,
+                                              "x-gray-tag",
+                                              sizeof("x-gray-tag") - 1))
+        {
+            ctx->tag = &h[i];
         }
     }
 }
@@ -54,7 +129,8 @@ ngx_http_gray_incoming_tag(ngx_http_request_t *r, ngx_str_t *tag)
     gray_str_t        s;
     ngx_table_elt_t  *h;
 
-    h = ngx_http_gray_find_header(r, (u_char *) "x-gray-tag",
+    h = ngx_http_gray_find_header(r, ngx_http_gray_hash_tag,
+                                  (u_char *) "x-gray-tag",
                                   sizeof("x-gray-tag") - 1);
     if (h == NULL) {
         return 0;
@@ -69,6 +145,66 @@ ngx_http_gray_incoming_tag(ngx_http_request_t *r, ngx_str_t *tag)
 
     *tag = h->value;
     return 1;
+}
+
+
+/* cookie:NAME. The first Cookie header (as every executor does) is parsed
+ * once per request into ctx->cookies; a header with more cookies than that
+ * array holds is searched again past it. The same rules as
+ * gray_cookie_find: the first cookie of that name. */
+static int
+ngx_http_gray_cookie(ngx_http_gray_ctx_t *ctx, gray_str_t name,
+    gray_str_t *value)
+{
+    size_t            pos;
+    gray_str_t        s, k, v;
+    ngx_uint_t        i;
+    ngx_table_elt_t  *h;
+
+    if (!ctx->headers_done) {
+        ngx_http_gray_scan_headers(ctx);
+    }
+
+    h = ctx->cookie;
+    if (h == NULL) {
+        return 0;
+    }
+
+    s.p = (const char *) h->value.data;
+    s.len = h->value.len;
+
+    if (!ctx->cookies_done) {
+        ctx->cookies_done = 1;
+        ctx->ncookies = 0;
+        pos = 0;
+
+        while (ctx->ncookies < NGX_HTTP_GRAY_COOKIES
+               && gray__cookie_next(s, &pos, &k, &v))
+        {
+            ctx->cookies[ctx->ncookies].name = k;
+            ctx->cookies[ctx->ncookies].value = v;
+            ctx->ncookies++;
+        }
+
+        ctx->cookies_more = ctx->ncookies == NGX_HTTP_GRAY_COOKIES
+                            && gray__cookie_next(s, &pos, &k, &v);
+    }
+
+    for (i = 0; i < ctx->ncookies; i++) {
+        if (ctx->cookies[i].name.len == name.len
+            && ngx_memcmp(ctx->cookies[i].name.p, name.p, name.len) == 0)
+        {
+            *value = ctx->cookies[i].value;
+            return 1;
+        }
+    }
+
+    if (!ctx->cookies_more) {
+        return 0;
+    }
+
+    /* not among the first ones: the rest of the header decides */
+    return gray_cookie_find(s, name, value);
 }
 
 
@@ -164,9 +300,9 @@ ngx_http_gray_client_ip(ngx_http_gray_ctx_t *ctx, gray_str_t *value)
             }
         }
 
-        if (h[i].hash != 0 && h[i].key.len == sizeof("x-forwarded-for") - 1
-            && ngx_strncmp(h[i].lowcase_key, "x-forwarded-for",
-                           sizeof("x-forwarded-for") - 1) == 0)
+        if (ngx_http_gray_header_is(&h[i], ngx_http_gray_hash_xff,
+                                    "x-forwarded-for",
+                                    sizeof("x-forwarded-for") - 1))
         {
             xff[total % NGX_HTTP_GRAY_XFF_HEADERS] = &h[i];
             total++;
@@ -232,7 +368,9 @@ int
 ngx_http_gray_lookup(void *data, gray_attr_t attr, gray_str_t name,
     gray_str_t *value, char *scratch, size_t scratch_size)
 {
+    size_t                i;
     gray_str_t            s;
+    ngx_uint_t            hash;
     ngx_table_elt_t      *h;
     ngx_http_request_t   *r;
     ngx_http_gray_ctx_t  *ctx;
@@ -243,7 +381,13 @@ ngx_http_gray_lookup(void *data, gray_attr_t attr, gray_str_t name,
     switch (attr) {
 
     case GRAY_ATTR_HEADER:
-        h = ngx_http_gray_find_header(r, (const u_char *) name.p, name.len);
+        hash = 0;
+        for (i = 0; i < name.len; i++) {
+            hash = ngx_hash(hash, (u_char) name.p[i]); /* as ngx_hash_key */
+        }
+
+        h = ngx_http_gray_find_header(r, hash, (const u_char *) name.p,
+                                      name.len);
         if (h == NULL) {
             return 0;
         }
@@ -252,15 +396,7 @@ ngx_http_gray_lookup(void *data, gray_attr_t attr, gray_str_t name,
         return 1;
 
     case GRAY_ATTR_COOKIE:
-        /* the first Cookie header, as every executor does */
-        h = ngx_http_gray_find_header(r, (u_char *) "cookie",
-                                      sizeof("cookie") - 1);
-        if (h == NULL) {
-            return 0;
-        }
-        s.p = (const char *) h->value.data;
-        s.len = h->value.len;
-        return gray_cookie_find(s, name, value);
+        return ngx_http_gray_cookie(ctx, name, value);
 
     case GRAY_ATTR_PARAM:
         if (r->args.len == 0) {
@@ -274,8 +410,10 @@ ngx_http_gray_lookup(void *data, gray_attr_t attr, gray_str_t name,
         return ngx_http_gray_client_ip(ctx, value);
 
     case GRAY_ATTR_TAG:
-        h = ngx_http_gray_find_header(r, (u_char *) "x-gray-tag",
-                                      sizeof("x-gray-tag") - 1);
+        if (!ctx->headers_done) {
+            ngx_http_gray_scan_headers(ctx);
+        }
+        h = ctx->tag;
         if (h == NULL) {
             return 0;
         }

@@ -4,9 +4,13 @@
  * service and version, open addressing on a hash of the pair. A worker finds
  * its slot without a lock; only a pair seen for the first time takes the
  * zone's mutex to claim an empty slot (slots are never freed, so a slot's
- * key, once published, never changes). Counters are atomic increments. The
- * zone is reused across reloads, so counters survive them. Each worker also
- * publishes the revisions it runs in a slot of its own. */
+ * key, once published, never changes); each worker also remembers the
+ * slots of the pairs it counted lately, so a request usually needs neither.
+ * Counters are atomic increments, two per request in the usual case (the
+ * status class and the upstream time bucket; the request count and the
+ * time count are their sums). The zone is reused across reloads, so
+ * counters survive them. Each worker also publishes the revisions it runs
+ * in a slot of its own. */
 #include "ngx_http_gray_module.h"
 
 #define NGX_HTTP_GRAY_SLOTS    2048 /* service/version pairs */
@@ -31,14 +35,29 @@ typedef struct {
     u_char        vlen;
     u_char        service[GRAY_NAME_LEN_MAX + 1];
     u_char        version[GRAY_NAME_LEN_MAX + 1];
-    ngx_atomic_t  requests;
+    /* requests: the sum of status[]; upstream time count: the sum of
+     * time_bucket[] (one increment fewer each, per request) */
     ngx_atomic_t  status[6];    /* [1..5]: 1xx..5xx, [0]: anything else */
     ngx_atomic_t  fallbacks;
     ngx_atomic_t  unavailable;
-    ngx_atomic_t  time_count;
     ngx_atomic_t  time_sum_ms;
     ngx_atomic_t  time_bucket[NGX_HTTP_GRAY_NBOUNDS + 1]; /* not cumulative */
 } ngx_http_gray_counter_t;
+
+/* This worker's slots of the pairs it counted lately, by the addresses of
+ * the two names (the location's service, the version in the policy set):
+ * a request of a pair seen before needs neither the hash nor the probe.
+ * An entry is used only when its slot's names equal the request's, so a
+ * name at a reused address never counts into another pair's slot. */
+#define NGX_HTTP_GRAY_CACHE  64
+
+typedef struct {
+    u_char                   *service;
+    u_char                   *version;
+    void                     *slot;     /* ngx_http_gray_counter_t */
+} ngx_http_gray_cache_t;
+
+static ngx_http_gray_cache_t  ngx_http_gray_cache[NGX_HTTP_GRAY_CACHE];
 
 typedef struct {
     ngx_atomic_t  pid;
@@ -189,14 +208,17 @@ ngx_http_gray_probe(ngx_http_gray_shm_t *shm, uint32_t hash,
 }
 
 
+static ngx_http_gray_counter_t *ngx_http_gray_counter_find(
+    ngx_http_gray_main_conf_t *mcf, ngx_http_gray_shm_t *shm,
+    ngx_str_t *service, ngx_str_t *version);
+
+
 static ngx_http_gray_counter_t *
 ngx_http_gray_counter(ngx_http_gray_main_conf_t *mcf, ngx_str_t *service,
     ngx_str_t *version)
 {
-    uint32_t                  hash;
-    ngx_uint_t                empty;
-    ngx_slab_pool_t          *shpool;
     ngx_http_gray_shm_t      *shm;
+    ngx_http_gray_cache_t    *e;
     ngx_http_gray_counter_t  *c;
 
     shm = ngx_http_gray_shm(mcf);
@@ -204,6 +226,42 @@ ngx_http_gray_counter(ngx_http_gray_main_conf_t *mcf, ngx_str_t *service,
     if (service->len > GRAY_NAME_LEN_MAX || version->len > GRAY_NAME_LEN_MAX) {
         return NULL;
     }
+
+    e = &ngx_http_gray_cache[(((uintptr_t) service->data >> 3)
+                              ^ ((uintptr_t) version->data >> 3))
+                             % NGX_HTTP_GRAY_CACHE];
+    c = e->slot;
+
+    if (c && e->service == service->data && e->version == version->data
+        && (u_char *) c >= (u_char *) shm->counters
+        && (u_char *) c < (u_char *) (shm->counters + NGX_HTTP_GRAY_SLOTS)
+        && c->slen == service->len && c->vlen == version->len
+        && ngx_memcmp(c->service, service->data, service->len) == 0
+        && ngx_memcmp(c->version, version->data, version->len) == 0)
+    {
+        return c;
+    }
+
+    c = ngx_http_gray_counter_find(mcf, shm, service, version);
+
+    if (c) {
+        e->service = service->data;
+        e->version = version->data;
+        e->slot = c;
+    }
+
+    return c;
+}
+
+
+static ngx_http_gray_counter_t *
+ngx_http_gray_counter_find(ngx_http_gray_main_conf_t *mcf,
+    ngx_http_gray_shm_t *shm, ngx_str_t *service, ngx_str_t *version)
+{
+    uint32_t                  hash;
+    ngx_uint_t                empty;
+    ngx_slab_pool_t          *shpool;
+    ngx_http_gray_counter_t  *c;
 
     hash = ngx_http_gray_pair_hash(service, version);
 
@@ -280,8 +338,6 @@ ngx_http_gray_log_handler(ngx_http_request_t *r)
         return NGX_OK;
     }
 
-    (void) ngx_atomic_fetch_add(&c->requests, 1);
-
     /* what $status says */
     status = r->err_status ? r->err_status : r->headers_out.status;
     status = status >= 100 && status < 600 ? status / 100 : 0;
@@ -319,12 +375,49 @@ ngx_http_gray_log_handler(ngx_http_request_t *r)
             }
 
             (void) ngx_atomic_fetch_add(&c->time_bucket[i], 1);
-            (void) ngx_atomic_fetch_add(&c->time_count, 1);
-            (void) ngx_atomic_fetch_add(&c->time_sum_ms, (ngx_atomic_int_t) sum);
+            if (sum) {
+                (void) ngx_atomic_fetch_add(&c->time_sum_ms,
+                                            (ngx_atomic_int_t) sum);
+            }
         }
     }
 
     return NGX_OK;
+}
+
+
+/* One pair's counters as read now, with the two sums they imply. */
+typedef struct {
+    ngx_atomic_uint_t  requests;
+    ngx_atomic_uint_t  status[6];
+    ngx_atomic_uint_t  fallbacks;
+    ngx_atomic_uint_t  unavailable;
+    ngx_atomic_uint_t  time_count;
+    ngx_atomic_uint_t  time_sum_ms;
+    ngx_atomic_uint_t  time_bucket[NGX_HTTP_GRAY_NBOUNDS + 1];
+} ngx_http_gray_snap_t;
+
+
+static void
+ngx_http_gray_snap(ngx_http_gray_counter_t *c, ngx_http_gray_snap_t *s)
+{
+    ngx_uint_t  k;
+
+    s->requests = 0;
+    for (k = 0; k < 6; k++) {
+        s->status[k] = c->status[k];
+        s->requests += s->status[k];
+    }
+
+    s->fallbacks = c->fallbacks;
+    s->unavailable = c->unavailable;
+    s->time_sum_ms = c->time_sum_ms;
+
+    s->time_count = 0;
+    for (k = 0; k <= NGX_HTTP_GRAY_NBOUNDS; k++) {
+        s->time_bucket[k] = c->time_bucket[k];
+        s->time_count += s->time_bucket[k];
+    }
 }
 
 
@@ -400,6 +493,7 @@ ngx_http_gray_status_json(ngx_http_request_t *r, ngx_http_gray_main_conf_t *mcf,
     int64_t                   rev;
     ngx_uint_t                i, k, first;
     ngx_atomic_uint_t         cum;
+    ngx_http_gray_snap_t      sn;
     ngx_http_gray_worker_t   *w;
     ngx_http_gray_counter_t  *c;
 
@@ -473,6 +567,8 @@ ngx_http_gray_status_json(ngx_http_request_t *r, ngx_http_gray_main_conf_t *mcf,
             continue;
         }
 
+        ngx_http_gray_snap(c, &sn);
+
         /* names were checked by the policy parser: no escaping needed */
         p = ngx_slprintf(p, last, "%s{\"service\":\"%*s\",\"version\":\"%*s\","
                          "\"requests\":%uA,\"responses\":{\"1xx\":%uA,"
@@ -481,16 +577,16 @@ ngx_http_gray_status_json(ngx_http_request_t *r, ngx_http_gray_main_conf_t *mcf,
                          "\"upstream_response_ms\":{\"count\":%uA,\"sum\":%uA,"
                          "\"le\":{",
                          first ? "" : ",", (size_t) c->slen, c->service,
-                         (size_t) c->vlen, c->version, c->requests,
-                         c->status[1], c->status[2], c->status[3],
-                         c->status[4], c->status[5], c->status[0],
-                         c->fallbacks, c->unavailable, c->time_count,
-                         c->time_sum_ms);
+                         (size_t) c->vlen, c->version, sn.requests,
+                         sn.status[1], sn.status[2], sn.status[3],
+                         sn.status[4], sn.status[5], sn.status[0],
+                         sn.fallbacks, sn.unavailable, sn.time_count,
+                         sn.time_sum_ms);
         first = 0;
         cum = 0;
 
         for (k = 0; k <= NGX_HTTP_GRAY_NBOUNDS; k++) {
-            cum += c->time_bucket[k];
+            cum += sn.time_bucket[k];
 
             if (k < NGX_HTTP_GRAY_NBOUNDS) {
                 p = ngx_slprintf(p, last, "\"%M\":%uA,",
@@ -513,6 +609,7 @@ ngx_http_gray_status_prometheus(ngx_http_request_t *r,
     int64_t                   rev;
     ngx_uint_t                i, k, m;
     ngx_atomic_uint_t         cum;
+    ngx_http_gray_snap_t      sn;
     ngx_http_gray_counter_t  *c;
     static const char        *classes[6] = {
         "other", "1xx", "2xx", "3xx", "4xx", "5xx"
@@ -590,12 +687,14 @@ ngx_http_gray_status_prometheus(ngx_http_request_t *r,
                 continue;
             }
 
+            ngx_http_gray_snap(c, &sn);
+
             switch (m) {
             case 0:
                 p = ngx_slprintf(p, last, "gray_requests_total{service=\"%*s\","
                                  "version=\"%*s\"} %uA\n", (size_t) c->slen,
                                  c->service, (size_t) c->vlen, c->version,
-                                 c->requests);
+                                 sn.requests);
                 break;
             case 1:
                 for (k = 1; k <= 6; k++) {
@@ -603,25 +702,25 @@ ngx_http_gray_status_prometheus(ngx_http_request_t *r,
                                      "\"%*s\",version=\"%*s\",class=\"%s\"}"
                                      " %uA\n", (size_t) c->slen, c->service,
                                      (size_t) c->vlen, c->version,
-                                     classes[k % 6], c->status[k % 6]);
+                                     classes[k % 6], sn.status[k % 6]);
                 }
                 break;
             case 2:
                 p = ngx_slprintf(p, last, "gray_fallbacks_total{service=\"%*s\","
                                  "version=\"%*s\"} %uA\n", (size_t) c->slen,
                                  c->service, (size_t) c->vlen, c->version,
-                                 c->fallbacks);
+                                 sn.fallbacks);
                 break;
             case 3:
                 p = ngx_slprintf(p, last, "gray_unavailable_total{service="
                                  "\"%*s\",version=\"%*s\"} %uA\n",
                                  (size_t) c->slen, c->service,
-                                 (size_t) c->vlen, c->version, c->unavailable);
+                                 (size_t) c->vlen, c->version, sn.unavailable);
                 break;
             default:
                 cum = 0;
                 for (k = 0; k <= NGX_HTTP_GRAY_NBOUNDS; k++) {
-                    cum += c->time_bucket[k];
+                    cum += sn.time_bucket[k];
                     p = ngx_slprintf(p, last,
                                      "gray_upstream_response_seconds_bucket{"
                                      "service=\"%*s\",version=\"%*s\","
@@ -638,9 +737,9 @@ ngx_http_gray_status_prometheus(ngx_http_request_t *r,
                                  "service=\"%*s\",version=\"%*s\"} %uA\n",
                                  (size_t) c->slen, c->service,
                                  (size_t) c->vlen, c->version,
-                                 c->time_sum_ms / 1000, c->time_sum_ms % 1000,
+                                 sn.time_sum_ms / 1000, sn.time_sum_ms % 1000,
                                  (size_t) c->slen, c->service,
-                                 (size_t) c->vlen, c->version, c->time_count);
+                                 (size_t) c->vlen, c->version, sn.time_count);
             }
         }
     }

@@ -157,21 +157,24 @@ int gray__strset_build(gray__arena *a, gray__node *n, const gray_str_t *values, 
   gray__strset *s = gray__arena_alloc(a, sizeof(*s));
   if (!s) return GRAY_ENOMEM;
   s->slots = gray__arena_alloc(a, slots * sizeof(*s->slots));
-  s->hashes = gray__arena_alloc(a, slots * sizeof(*s->hashes));
-  if (!s->slots || !s->hashes) return GRAY_ENOMEM;
+  if (!s->slots) return GRAY_ENOMEM; /* zeroed: every slot empty */
   s->mask = slots - 1;
+  s->count = 0;
   for (size_t i = 0; i < count; i++) {
     uint32_t h = gray_murmur3_32(values[i].p, values[i].len, 0x9e3779b9u);
     uint32_t k = h & s->mask;
     for (;;) {
-      if (!s->slots[k].p) {
-        s->slots[k] = values[i];
-        s->hashes[k] = h;
+      gray__strset_slot *e = &s->slots[k];
+      if (!e->p) {
+        e->hash = h;
+        e->len = (uint32_t)values[i].len;
+        /* an empty value still needs a non-NULL address */
+        e->p = values[i].p ? values[i].p : "";
         s->count++;
         break;
       }
-      if (s->hashes[k] == h && s->slots[k].len == values[i].len &&
-          !memcmp(s->slots[k].p, values[i].p, values[i].len))
+      if (e->hash == h && e->len == values[i].len &&
+          (values[i].len == 0 || !memcmp(e->p, values[i].p, values[i].len)))
         break;
       k = (k + 1) & s->mask;
     }
@@ -183,9 +186,10 @@ int gray__strset_build(gray__arena *a, gray__node *n, const gray_str_t *values, 
 int gray__strset_has(const gray__strset *s, const char *p, size_t len) {
   uint32_t h = gray_murmur3_32(p, len, 0x9e3779b9u);
   uint32_t k = h & s->mask;
-  while (s->slots[k].p) {
-    if (s->hashes[k] == h && s->slots[k].len == len && !memcmp(s->slots[k].p, p, len)) return 1;
+  for (;;) {
+    const gray__strset_slot *e = &s->slots[k];
+    if (!e->p) return 0;
+    if (e->hash == h && e->len == len && (len == 0 || !memcmp(e->p, p, len))) return 1;
     k = (k + 1) & s->mask;
   }
-  return 0;
 }

@@ -49,12 +49,19 @@ typedef enum {
 gray__op gray__op_parse(const char *text, size_t len);
 const char *gray__op_name(gray__op op);
 
-/* A set of strings for `in`: open addressing over murmur3 hashes. */
+/* A set of strings for `in`: open addressing over murmur3 hashes. A slot
+ * holds the hash, the length and the bytes' address together, so a lookup
+ * that finds nothing reads one cache line of the table. */
+typedef struct gray__strset_slot {
+  uint32_t hash;
+  uint32_t len;
+  const char *p; /* NULL: empty */
+} gray__strset_slot;
+
 typedef struct gray__strset {
-  uint32_t mask;       /* slots - 1 */
+  uint32_t mask; /* slots - 1 */
   uint32_t count;
-  gray_str_t *slots;   /* p == NULL: empty */
-  uint32_t *hashes;
+  gray__strset_slot *slots;
 } gray__strset;
 
 typedef struct gray__cidr {
@@ -151,6 +158,14 @@ int gray__parse_mod(const char *p, size_t len, uint64_t divisor, uint64_t *rem);
 /* Parse a textual IP literal; 1 ok. */
 int gray__ip_parse(const char *p, size_t len, uint8_t out[16]);
 int gray__cidr_match(const gray__cidr *c, const uint8_t ip[16]);
+
+/* The cookies of one Cookie header value, in order: *pos starts at 0 and
+ * is advanced past the cookie returned. Returns 1 and sets *name and *value
+ * (unquoted, borrowed from header), or 0 when no cookie is left. Pairs
+ * without '=' are skipped. gray_cookie_find is the first cookie whose name
+ * equals; an executor may parse a header once with this and search the
+ * result. */
+int gray__cookie_next(gray_str_t header, size_t *pos, gray_str_t *name, gray_str_t *value);
 
 /* Quote a user-supplied value for an error message: escapes control bytes
  * and quotes, truncates long values with "...". */

@@ -22,9 +22,9 @@ static int eq(gray_str_t a, gray_str_t b) {
 
 static int is_ows(char c) { return c == ' ' || c == '\t'; }
 
-int gray_cookie_find(gray_str_t header, gray_str_t name, gray_str_t *value) {
+int gray__cookie_next(gray_str_t header, size_t *pos, gray_str_t *name, gray_str_t *value) {
   if (!header.p) return 0;
-  const char *p = header.p, *end = header.p + header.len;
+  const char *p = header.p + *pos, *end = header.p + header.len;
   while (p < end) {
     while (p < end && (is_ows(*p) || *p == ';')) p++;
     const char *k = p;
@@ -42,12 +42,25 @@ int gray_cookie_find(gray_str_t header, gray_str_t name, gray_str_t *value) {
         v++;
         vend--;
       }
-      gray_str_t key = {k, (size_t)(kend - k)};
-      if (eq(key, name)) {
-        value->p = v;
-        value->len = (size_t)(vend - v);
-        return 1;
-      }
+      name->p = k;
+      name->len = (size_t)(kend - k);
+      value->p = v;
+      value->len = (size_t)(vend - v);
+      *pos = (size_t)(p - header.p);
+      return 1;
+    }
+  }
+  *pos = header.len;
+  return 0;
+}
+
+int gray_cookie_find(gray_str_t header, gray_str_t name, gray_str_t *value) {
+  size_t pos = 0;
+  gray_str_t k, v;
+  while (gray__cookie_next(header, &pos, &k, &v)) {
+    if (eq(k, name)) {
+      *value = v;
+      return 1;
     }
   }
   return 0;

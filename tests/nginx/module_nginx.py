@@ -492,14 +492,18 @@ def t_invalid_policy_keeps_serving(tmp):
             (b"x" * (1024 * 1024 + 1), "over the limit of 1048576"),
             (None, "cannot stat the file: No such file or directory"),
         ]
-        for text, msg in cases:
+        def logged():
+            return open(s.ng.error_log).read().count("still serving revision 5")
+        for k, (text, msg) in enumerate(cases):
             if text is None:
                 os.unlink(s.policy)
             else:
                 write_atomic(s.policy, text)
-            wait_until("the error in gray_status", lambda: all(
-                w["policy_error"] for w in s.status()["workers"]) and msg in (s.status()["policy_error"] or ""),
-                timeout=3)
+            # each worker logs each failure once: wait for both before the
+            # next file, so a slower worker cannot skip one
+            wait_until("the error in gray_status and both workers' logs", lambda: all(
+                w["policy_error"] for w in s.status()["workers"]) and msg in (s.status()["policy_error"] or "")
+                and logged() >= 2 * (k + 1), timeout=3)
             st = s.status()
             check(st["policy_revision"] == 5 and msg in st["policy_error"], st)
             check(all(w["policy_revision"] == 5 for w in st["workers"]), st)
