@@ -64,3 +64,13 @@ if [ "${BENCH_NGINX:-1}" != 0 ]; then
   echo "# bench/nginx ($rounds alternations)"
   BUILD="$build" BENCH_ALTERNATIONS="$rounds" "$root/bench/nginx/run.sh"
 fi
+
+# bench/nginx churn: policy and upstream changes under wrk load — 60 policy
+# PUTs (no reload, no error), 60 registry changes (agent reloads) against 60
+# plain `nginx -s reload` as the peer, and the propagation from a PUT on
+# grayd to Nginx serving the new decision over 50 changes; see
+# bench/nginx/churn.sh (about 4.5 minutes). BENCH_NGINX_CHURN=0 skips it.
+if [ "${BENCH_NGINX_CHURN:-1}" != 0 ]; then
+  echo "# bench/nginx churn"
+  BUILD="$build" "$root/bench/nginx/churn.sh"
+fi
