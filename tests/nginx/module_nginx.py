@@ -341,6 +341,51 @@ def t_tags_forwarded(tmp):
             check(r[:2] == (200, "v1") and r[2] is None and r[6] == [], (bad, r))
 
 
+COOKIES = {
+    "service": "order", "default": "v1",
+    "rules": [
+        {"name": "early", "route": "v2", "tag": "early",
+         "when": {"attr": "cookie:c2", "op": "eq", "value": "yes"}},
+        {"name": "late", "route": "v2", "tag": "late",
+         "when": {"attr": "cookie:c11", "op": "eq", "value": "yes"}},
+        {"name": "dup", "route": "v3", "tag": "dup",
+         "when": {"attr": "cookie:d", "op": "eq", "value": "first"}},
+    ],
+}
+
+
+@test
+def t_cookies_many(tmp):
+    """The module splits the first Cookie header once per request into a
+    small array and searches the rest of the header only past it: a cookie
+    early, a cookie past the array, the first of a repeated name on either
+    side of the array's end, and a second Cookie header (not read, as in
+    every executor) all decide as the core does."""
+    def jar(pairs):
+        return ("Cookie", "; ".join("%s=%s" % kv for kv in pairs))
+    filler = [("c%d" % i, "no") for i in range(1, 16)]
+    with site(tmp, policy_doc(1, COOKIES)) as s:
+        def decide(headers):
+            return s.route(headers)[1:4]
+        check(decide([jar(filler)]) == ("v1", None, None), decide([jar(filler)]))
+        early = [(k, "yes" if k == "c2" else v) for k, v in filler]
+        check(decide([jar(early)]) == ("v2", "early", "early"), decide([jar(early)]))
+        late = [(k, "yes" if k == "c11" else v) for k, v in filler]
+        check(decide([jar(late)]) == ("v2", "late", "late"), decide([jar(late)]))
+        # a repeated name: the first one counts, inside or past the array
+        for at in (3, 12):
+            pairs = filler[:at] + [("d", "first")] + filler[at:] + [("d", "second")]
+            check(decide([jar(pairs)]) == ("v3", "dup", "dup"), (at, decide([jar(pairs)])))
+            pairs = filler[:at] + [("d", "second")] + filler[at:] + [("d", "first")]
+            check(decide([jar(pairs)]) == ("v1", None, None), (at, decide([jar(pairs)])))
+        # only the first Cookie header is read
+        r = decide([jar(filler[:2]), ("Cookie", "c11=yes")])
+        check(r == ("v1", None, None), r)
+        # pairs without '=' and quoted values, as in the core
+        r = decide([("Cookie", 'junk; ;c1=no; c2="yes"')])
+        check(r == ("v2", "early", "early"), r)
+
+
 @test
 def t_variables_without_route(tmp):
     """Outside gray_route the decision variables are empty; $gray_tag still

@@ -62,6 +62,37 @@ static void test_cookie_find(void **state) {
   assert_false(gray_cookie_find(none, S("k"), &v));
 }
 
+static void test_cookie_next(void **state) {
+  (void)state;
+  /* Every pair in order, pairs without '=' skipped, quotes removed, and
+   * resumable from *pos; an empty or absent header yields nothing. */
+  const char *hdr = " a=1;junk; b = \"x y\" ;;c=;d=4";
+  const char *names[] = {"a", "b", "c", "d"};
+  const char *values[] = {"1", "x y", "", "4"};
+  gray_str_t k, v;
+  size_t pos = 0, n = 0;
+  while (gray__cookie_next(S(hdr), &pos, &k, &v)) {
+    assert_true(n < 4);
+    assert_int_equal(k.len, strlen(names[n]));
+    assert_memory_equal(k.p, names[n], k.len);
+    assert_int_equal(v.len, strlen(values[n]));
+    if (v.len) assert_memory_equal(v.p, values[n], v.len);
+    assert_true(pos <= strlen(hdr));
+    n++;
+  }
+  assert_int_equal(n, 4);
+  assert_int_equal(pos, strlen(hdr));
+  assert_false(gray__cookie_next(S(hdr), &pos, &k, &v)); /* stays at the end */
+  pos = 0;
+  assert_false(gray__cookie_next(S(""), &pos, &k, &v));
+  gray_str_t none = {NULL, 0};
+  pos = 0;
+  assert_false(gray__cookie_next(none, &pos, &k, &v));
+  /* gray_cookie_find is the first of that name */
+  assert_true(gray_cookie_find(S("u=1; u=2"), S("u"), &v));
+  assert_memory_equal(v.p, "1", 1);
+}
+
 static void test_query_find(void **state) {
   (void)state;
   char scratch[64];
@@ -224,7 +255,7 @@ static void test_host_valid(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_murmur3_vectors), cmocka_unit_test(test_percent_bucket_streams),
-      cmocka_unit_test(test_cookie_find),     cmocka_unit_test(test_query_find),
+      cmocka_unit_test(test_cookie_find), cmocka_unit_test(test_cookie_next),     cmocka_unit_test(test_query_find),
       cmocka_unit_test(test_ip_and_cidr),     cmocka_unit_test(test_numbers),
       cmocka_unit_test(test_mod),             cmocka_unit_test(test_err_table),
       cmocka_unit_test(test_quote),           cmocka_unit_test(test_host_valid),
