@@ -18,6 +18,7 @@ packages=(
   nodejs npm                         # unleash-client peer benchmark (bench/eval)
   nginx nginx-dev                    # the Nginx module (built against nginx-dev's tree) and its tests
   libnginx-mod-http-lua haproxy wrk  # bench/nginx: the Lua and HAProxy peers, the load generator
+  valgrind                           # bench/nginx: instructions per request (callgrind), noise-free
 )
 
 missing=()

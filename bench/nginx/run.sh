@@ -464,6 +464,69 @@ echo "nginx_runs_repeated: $retries"
 awk '{print $8}' "$tmp"/rounds/* | median | sed 's/^/nginx_other_work_cpu_pct_median: /'
 
 
+# --- Instructions per request (callgrind) ---------------------------------------
+# User-space instructions the proxy executes per request, counted by
+# valgrind's callgrind: deterministic, so this comparison is not blurred by
+# other work on a shared machine the way the timed figures are. It counts
+# no kernel time and no cache misses: it is where the module's own work
+# stands, not what a request costs. Each nginx configuration (not Lua:
+# LuaJIT's code is not valgrind's business; not HAProxy) runs once more,
+# single-process (master_process off), on its own port; counting is
+# switched on after a warm-up and off after BENCH_NGINX_INSTR_SECONDS of
+# wrk -c10.
+instr_per_req() { # instr_per_req NAME: sets instr_result (empty: no figure)
+  local c=$1 dir=$tmp/$1_cg port vpid n ir p keep=()
+  instr_result=""
+  render "${c}_cg" "$c.conf" "$(free_port)"
+  port=$(cat "$dir/port")
+  valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$dir/callgrind.out" \
+    "$nginx" -p "$dir/" -c "$dir/nginx.conf" -e "$dir/error.log" -g 'daemon off; master_process off;' \
+    >"$dir/valgrind.log" 2>&1 &
+  vpid=$!
+  pids+=("$vpid")
+  wait_port "$port" "$vpid" "$dir/valgrind.log" || return 0
+  run_child "$dir/wrk0.out" "$dir/wrk0.err" "$wrk" -t1 -c10 -d2s -s "$here/wrk.lua" \
+    "http://127.0.0.1:$port/" -- "$tmp/requests.lua" || true
+  callgrind_control -z "$vpid" >/dev/null 2>&1 && callgrind_control -i on "$vpid" >/dev/null 2>&1 || return 0
+  run_child "$dir/wrk.out" "$dir/wrk.err" "$wrk" -t1 -c10 -d"${instr_secs}s" -s "$here/wrk.lua" \
+    "http://127.0.0.1:$port/" -- "$tmp/requests.lua" || return 0
+  callgrind_control -i off "$vpid" >/dev/null 2>&1 || return 0
+  kill -TERM "$vpid" 2>/dev/null || true
+  wait "$vpid" 2>/dev/null || true
+  for p in "${pids[@]}"; do [ "$p" = "$vpid" ] || keep+=("$p"); done
+  pids=("${keep[@]+"${keep[@]}"}")
+  n=$(awk '/ requests in / {print $1}' "$dir/wrk.out")
+  ir=$(awk '/Collected :/ {print $NF}' "$dir/valgrind.log" | tail -n 1)
+  if grep -qE 'Non-2xx|Socket errors' "$dir/wrk.out" || [ -z "$n" ] || [ -z "$ir" ] || [ "$n" = 0 ]; then
+    note "$c: no instruction count (wrk or valgrind failed; see $dir)"
+    return 0
+  fi
+  instr_result=$(awk -v i="$ir" -v n="$n" 'BEGIN {printf "%.0f", i / n}')
+}
+instr_secs=${BENCH_NGINX_INSTR_SECONDS:-5}
+if [ "${BENCH_NGINX_INSTR:-1}" = 1 ] && command -v valgrind >/dev/null && command -v callgrind_control >/dev/null; then
+  note "instructions: each nginx configuration once more under callgrind, ${instr_secs} s of wrk -c10"
+  declare -A instr_of
+  for c in "${configs[@]}"; do
+    case $c in stock | module | map) ;; *) continue ;; esac
+    instr_per_req "$c"
+    v=$instr_result
+    [ -n "$v" ] || continue
+    instr_of[$c]=$v
+    echo "nginx_${c}_instructions_per_req: $v"
+  done
+  if [ -n "${instr_of[stock]:-}" ]; then
+    for c in module map; do
+      [ -n "${instr_of[$c]:-}" ] || continue
+      awk -v c="$c" -v v="${instr_of[$c]}" -v s="${instr_of[stock]}" 'BEGIN {
+        printf "nginx_%s_instructions_over_stock: %d\n", c, v - s
+        printf "nginx_%s_instructions_ratio: %.3f\n", c, v / s }'
+    done
+  fi
+else
+  note "instructions: skipped (BENCH_NGINX_INSTR=0, or valgrind is missing)"
+fi
+
 # The issue's targets for the module, read from the medians above.
 if has module; then
   m_rps=$(col module 1) m_p99=$(col module 2) m_cpu=$(col module 3)
