@@ -21,6 +21,7 @@
 #define NGX_HTTP_GRAY_ERROR_MAX (GRAY_ERROR_PATH_MAX + GRAY_ERROR_TEXT_MAX + 64)
 #define NGX_HTTP_GRAY_INTERVAL_DEFAULT 200 /* ms between two stat() calls */
 #define NGX_HTTP_GRAY_COOKIES 8 /* cookies of a request parsed at once */
+#define NGX_HTTP_GRAY_PARAM_MEMO 128 /* a longer param value is not kept */
 
 /* Identity of the policy file as stat() sees it: a change of any field means
  * a new file to read. `err` is the errno of a failed stat(), else 0. */
@@ -93,8 +94,18 @@ typedef struct {
     unsigned                  headers_done:1; /* cookie, tag found */
     unsigned                  cookies_done:1; /* cookies[] filled */
     unsigned                  cookies_more:1; /* `cookie` has more of them */
+    unsigned                  param_memo:1;   /* the param_* fields are set */
+    unsigned                  param_found:1;
     /* last: a new context is zeroed up to here */
     gray_kv_t                 cookies[NGX_HTTP_GRAY_COOKIES]; /* of `cookie` */
+    /* The last param: lookup (a policy often tests one parameter in two
+     * rules, as a list and as a modulo): its name, the query string it was
+     * found in, and its decoded value. */
+    ngx_str_t                 param_args;
+    u_char                    param_name[GRAY_NAME_LEN_MAX];
+    size_t                    param_name_len;
+    size_t                    param_len;
+    char                      param_value[NGX_HTTP_GRAY_PARAM_MEMO];
 } ngx_http_gray_ctx_t;
 
 extern ngx_module_t ngx_http_gray_module;

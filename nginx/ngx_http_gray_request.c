@@ -208,6 +208,60 @@ ngx_http_gray_cookie(ngx_http_gray_ctx_t *ctx, gray_str_t name,
 }
 
 
+/* param:NAME, through a memo of the last one: the same name in the same
+ * query string (rewrites may change r->args between two decisions) gives
+ * the same answer without parsing the query string again. */
+static int
+ngx_http_gray_param(ngx_http_gray_ctx_t *ctx, gray_str_t name,
+    gray_str_t *value, char *scratch, size_t scratch_size)
+{
+    int                  found;
+    gray_str_t           s;
+    ngx_http_request_t  *r;
+
+    r = ctx->r;
+
+    if (r->args.len == 0) {
+        return 0;
+    }
+
+    if (ctx->param_memo
+        && ctx->param_args.data == r->args.data
+        && ctx->param_args.len == r->args.len
+        && ctx->param_name_len == name.len
+        && ngx_memcmp(ctx->param_name, name.p, name.len) == 0)
+    {
+        value->p = ctx->param_value;
+        value->len = ctx->param_len;
+        return ctx->param_found;
+    }
+
+    s.p = (const char *) r->args.data;
+    s.len = r->args.len;
+    found = gray_query_find(s, name, value, scratch, scratch_size);
+
+    if (name.len > sizeof(ctx->param_name)
+        || (found && value->len > sizeof(ctx->param_value)))
+    {
+        ctx->param_memo = 0;
+        return found;
+    }
+
+    ctx->param_memo = 1;
+    ctx->param_found = found ? 1 : 0;
+    ctx->param_args = r->args;
+    ctx->param_name_len = name.len;
+    ngx_memcpy(ctx->param_name, name.p, name.len);
+    ctx->param_len = found ? value->len : 0;
+
+    if (ctx->param_len) {
+        ngx_memcpy(ctx->param_value, value->p, value->len);
+    }
+
+    return found;
+}
+
+
 static ngx_uint_t
 ngx_http_gray_trusted_text(u_char *p, size_t len, ngx_array_t *trusted)
 {
@@ -369,7 +423,6 @@ ngx_http_gray_lookup(void *data, gray_attr_t attr, gray_str_t name,
     gray_str_t *value, char *scratch, size_t scratch_size)
 {
     size_t                i;
-    gray_str_t            s;
     ngx_uint_t            hash;
     ngx_table_elt_t      *h;
     ngx_http_request_t   *r;
@@ -399,12 +452,7 @@ ngx_http_gray_lookup(void *data, gray_attr_t attr, gray_str_t name,
         return ngx_http_gray_cookie(ctx, name, value);
 
     case GRAY_ATTR_PARAM:
-        if (r->args.len == 0) {
-            return 0;
-        }
-        s.p = (const char *) r->args.data;
-        s.len = r->args.len;
-        return gray_query_find(s, name, value, scratch, scratch_size);
+        return ngx_http_gray_param(ctx, name, value, scratch, scratch_size);
 
     case GRAY_ATTR_IP:
         return ngx_http_gray_client_ip(ctx, value);

@@ -386,6 +386,44 @@ def t_cookies_many(tmp):
         check(r == ("v2", "early", "early"), r)
 
 
+PARAMS = {
+    "service": "order", "default": "v1",
+    "rules": [
+        {"name": "listed", "route": "v2", "tag": "listed",
+         "when": {"attr": "param:uid", "op": "in", "value": ["7", "x y", "L" * 200]}},
+        {"name": "modulo", "route": "v3", "tag": "modulo",
+         "when": {"attr": "param:uid", "op": "mod", "divisor": 10, "lt": 3}},
+        {"name": "other", "route": "v2", "tag": "other",
+         "when": {"all": [{"attr": "param:u", "op": "eq", "value": "1"},
+                          {"not": {"attr": "param:uid", "op": "exists"}}]}},
+    ],
+}
+
+
+@test
+def t_params_tested_twice(tmp):
+    """A parameter tested by two rules is parsed once per request (the
+    module keeps the last one): both rules, a missing parameter, another
+    name, an encoded value and one too long to keep all decide as the core
+    does."""
+    with site(tmp, policy_doc(1, PARAMS)) as s:
+        cases = [
+            ("/?uid=7", ("v2", "listed", "listed")),
+            ("/?uid=12", ("v3", "modulo", "modulo")),   # not listed; 12 mod 10 = 2
+            ("/?uid=15", ("v1", None, None)),
+            ("/?a=1&uid=x+y", ("v2", "listed", "listed")),
+            ("/?uid=x%20y&uid=7", ("v2", "listed", "listed")),  # the first one counts
+            ("/?u=1", ("v2", "other", "other")),
+            ("/?u=1&uid=5", ("v1", None, None)),
+            ("/?uid=" + "L" * 200, ("v2", "listed", "listed")),  # longer than the memo
+            ("/?uid=" + "1" * 150 + "1", ("v3", "modulo", "modulo")),
+            ("/", ("v1", None, None)),
+        ]
+        for target, want in cases:
+            got = s.route([], target)[1:4]
+            check(got == want, (target[:40], got, want))
+
+
 @test
 def t_variables_without_route(tmp):
     """Outside gray_route the decision variables are empty; $gray_tag still
