@@ -10,6 +10,15 @@
 
 #define NGX_HTTP_GRAY_XFF_HEADERS 16 /* X-Forwarded-For headers considered */
 
+/* The lookups of cookies, parameters and the client address are kept out of
+ * ngx_http_gray_lookup, so that its common cases (a header, the tag, the
+ * path) do not pay for their stack frames on every call. */
+#if (defined __GNUC__ || defined __clang__)
+#define ngx_http_gray_noinline  __attribute__((noinline))
+#else
+#define ngx_http_gray_noinline
+#endif
+
 static ngx_uint_t  ngx_http_gray_hash_cookie;
 static ngx_uint_t  ngx_http_gray_hash_tag;
 static ngx_uint_t  ngx_http_gray_hash_xff;
@@ -152,7 +161,7 @@ ngx_http_gray_incoming_tag(ngx_http_request_t *r, ngx_str_t *tag)
  * once per request into ctx->cookies; a header with more cookies than that
  * array holds is searched again past it. The same rules as
  * gray_cookie_find: the first cookie of that name. */
-static int
+static ngx_http_gray_noinline int
 ngx_http_gray_cookie(ngx_http_gray_ctx_t *ctx, gray_str_t name,
     gray_str_t *value)
 {
@@ -211,7 +220,7 @@ ngx_http_gray_cookie(ngx_http_gray_ctx_t *ctx, gray_str_t name,
 /* param:NAME, through a memo of the last one: the same name in the same
  * query string (rewrites may change r->args between two decisions) gives
  * the same answer without parsing the query string again. */
-static int
+static ngx_http_gray_noinline int
 ngx_http_gray_param(ngx_http_gray_ctx_t *ctx, gray_str_t name,
     gray_str_t *value, char *scratch, size_t scratch_size)
 {
@@ -299,7 +308,7 @@ ngx_http_gray_trusted_text(u_char *p, size_t len, ngx_array_t *trusted)
  * are), taken as it is written — a value that is no address makes `ip`
  * conditions false, it never falls back to the proxy's own address. A
  * list with no element at all leaves the attribute absent. */
-static int
+static ngx_http_gray_noinline int
 ngx_http_gray_client_ip(ngx_http_gray_ctx_t *ctx, gray_str_t *value)
 {
     u_char              *p;
