@@ -70,8 +70,8 @@ configs=(stock)
 for c in $want_configs; do
   case $c in
     stock) ;;
-    module | map | lua | haproxy | haproxy_plain) configs+=("$c") ;;
-    *) note "unknown configuration '$c' in BENCH_NGINX_CONFIGS (stock module map lua haproxy haproxy_plain)"; exit 64 ;;
+    module | map | lua | haproxy | haproxy_plain | stock_headers) configs+=("$c") ;;
+    *) note "unknown configuration '$c' in BENCH_NGINX_CONFIGS (stock module map lua haproxy haproxy_plain stock_headers)"; exit 64 ;;
   esac
 done
 has() { local c; for c in "${configs[@]}"; do [ "$c" = "$1" ] && return 0; done; return 1; }
@@ -309,7 +309,7 @@ note "versions: $("$nginx" -v 2>&1 | sed 's/^nginx version: //'), $("$wrk" -v 2>
 
 # --- Fidelity: every request once, decisions against the core ------------------
 for c in "${configs[@]}"; do
-  [ "$c" != stock ] && [ "$c" != haproxy_plain ] || continue
+  [ "$c" != stock ] && [ "$c" != haproxy_plain ] && [ "$c" != stock_headers ] || continue
   python3 "$here/requests.py" verify "$root/bench/eval/requests.jsonl" "$tmp/expected.jsonl" \
     "$tmp/policy.json" "${port_of[$c]}" "nginx_$c" 2>"$tmp/verify.err" >"$tmp/verify.out" || {
     note "$c: verification failed:"
@@ -508,7 +508,7 @@ if [ "${BENCH_NGINX_INSTR:-1}" = 1 ] && command -v valgrind >/dev/null && comman
   note "instructions: each nginx configuration once more under callgrind, ${instr_secs} s of wrk -c10"
   declare -A instr_of
   for c in "${configs[@]}"; do
-    case $c in stock | module | map) ;; *) continue ;; esac
+    case $c in stock | module | map | stock_headers) ;; *) continue ;; esac
     instr_per_req "$c"
     v=$instr_result
     [ -n "$v" ] || continue
@@ -516,12 +516,15 @@ if [ "${BENCH_NGINX_INSTR:-1}" = 1 ] && command -v valgrind >/dev/null && comman
     echo "nginx_${c}_instructions_per_req: $v"
   done
   if [ -n "${instr_of[stock]:-}" ]; then
-    for c in module map; do
+    for c in module map stock_headers; do
       [ -n "${instr_of[$c]:-}" ] || continue
       awk -v c="$c" -v v="${instr_of[$c]}" -v s="${instr_of[stock]}" 'BEGIN {
         printf "nginx_%s_instructions_over_stock: %d\n", c, v - s
         printf "nginx_%s_instructions_ratio: %.3f\n", c, v / s }'
     done
+    if [ -n "${instr_of[module]:-}" ] && [ -n "${instr_of[stock_headers]:-}" ]; then
+      echo "nginx_module_instructions_over_stock_headers: $((instr_of[module] - instr_of[stock_headers]))"
+    fi
   fi
 else
   note "instructions: skipped (BENCH_NGINX_INSTR=0, or valgrind is missing)"
