@@ -24,8 +24,9 @@ $(TSAN_BUILD)/CMakeCache.txt:
 # Installs what is missing (Debian packages), builds, and runs every test:
 # the normal build first, then the unit and data tests again under
 # AddressSanitizer + UndefinedBehaviorSanitizer (with the fuzz corpus
-# replay and the end-to-end lane test), then the client SDK's tests under
-# ThreadSanitizer.
+# replay, the end-to-end lane test and the Nginx tests, whose nginx loads
+# an instrumented module with the sanitizer runtimes preloaded), then the
+# client SDK's tests under ThreadSanitizer.
 check: deps
 	$(MAKE) all
 	cd $(BUILD) && ctest --output-on-failure -j$(JOBS) -LE slow
@@ -36,7 +37,7 @@ check-asan: $(ASAN_BUILD)/CMakeCache.txt
 	cmake --build $(ASAN_BUILD) -j$(JOBS)
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	  ctest --output-on-failure -j$(JOBS) -L "unit|data|fuzz|integration|e2e"
+	  ctest --output-on-failure -j$(JOBS) -L "unit|data|fuzz|integration|e2e|nginx"
 
 # The SDK's tests (label "client": unit, stress, integration against a real
 # grayd) in a ThreadSanitizer build.

@@ -18,6 +18,7 @@ import json
 import os
 import re
 import secrets
+import shlex
 import signal
 import subprocess
 import sys
@@ -25,7 +26,7 @@ import threading
 import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
 import testkit  # noqa: E402
-from testkit import Fail, check, free_port  # noqa: E402,F401
+from testkit import Fail, check, free_port, nginx_env, sanitizer_report  # noqa: E402,F401
 
 GRAYD = os.path.abspath(sys.argv[1])
 AGENT = os.path.abspath(sys.argv[2])
@@ -221,7 +222,7 @@ http {
         self.proc = None
 
     def start(self, tmp):
-        self.proc = self.p = Proc(tmp, "nginx", [NGINX, "-p", self.prefix, "-c", self.conf])
+        self.proc = self.p = Proc(tmp, "nginx", [NGINX, "-p", self.prefix, "-c", self.conf], nginx_env())
         wait_until("nginx to serve", lambda: http_get(self.port, "/worker_pid")[0] == 200
                    or (not self.p.alive() and Fail("nginx exited: " + self.p.text()[-800:]
                                                    + open(self.errlog).read()[-800:]))
@@ -251,7 +252,8 @@ http {
             return f.read().count("(SIGHUP) received")
 
     def dump(self):
-        p = subprocess.run([NGINX, "-T", "-p", self.prefix, "-c", self.conf], capture_output=True, timeout=30)
+        p = subprocess.run([NGINX, "-T", "-p", self.prefix, "-c", self.conf], capture_output=True, timeout=30,
+                           env=nginx_env())
         check(p.returncode == 0, "nginx -T: " + p.stderr.decode(errors="replace")[-1000:])
         return p.stdout.decode(errors="replace")
 
@@ -262,16 +264,39 @@ http {
             self.p.stop(signal.SIGQUIT, 20)
         else:
             self.p.errf.close()
+        # nginx points its stderr at the error log once it runs: a report
+        # of the sanitizer build's module lands in one of the two
+        report = sanitizer_report(self.p.log, self.errlog)
+        if report:
+            raise Fail("sanitizer report from nginx: " + report)
 
     def file(self, name):
         with open(os.path.join(self.dir, name)) as f:
             return f.read()
 
 
+def agent_nginx(tmp):
+    """The nginx the agent runs its `nginx -t` with: Debian's, or in the ASan
+    build a wrapper that gives that nginx alone the sanitizer runtimes the
+    module needs (the agent keeps its own ASAN_OPTIONS, leak checks
+    included)."""
+    env = nginx_env()
+    if env is None:
+        return NGINX
+    path = os.path.join(tmp, "nginx-san")
+    if not os.path.exists(path):
+        with open(path, "w") as f:
+            f.write("#!/bin/sh\nLD_PRELOAD=%s ASAN_OPTIONS=%s exec %s \"$@\"\n"
+                    % (shlex.quote(env["LD_PRELOAD"]), shlex.quote(env.get("ASAN_OPTIONS", "")),
+                       shlex.quote(NGINX)))
+        os.chmod(path, 0o755)
+    return path
+
+
 class Agent(Proc):
     def __init__(self, tmp, g, ngx, extra=(), nginx_bin=None, aid="edge-1", server=None):
         cmd = [AGENT, "--server", server or g.url, "--nginx-dir", ngx.dir, "--nginx-conf", ngx.conf,
-               "--nginx-prefix", ngx.prefix, "--nginx", nginx_bin or NGINX,
+               "--nginx-prefix", ngx.prefix, "--nginx", nginx_bin or agent_nginx(tmp),
                "--nginx-status", "http://127.0.0.1:%d/gray_status" % ngx.port, "--id", aid,
                "--cache", os.path.join(tmp, "agent.cache"), "--report-interval", "2s"] + list(extra)
         env = dict(os.environ, GRAYLANE_TOKEN=g.agent_token)
@@ -402,7 +427,7 @@ def t_registry_changes_reload_upstreams(tmp):
     SIGHUP."""
     prefix = os.path.join(tmp, "nginx")
     s = Stack(tmp, v1=2, agent_extra=["--reload-cmd", "%s -p %s -c %s -s reload" % (
-        NGINX, prefix, os.path.join(prefix, "nginx.conf"))])
+        agent_nginx(tmp), prefix, os.path.join(prefix, "nginx.conf"))])
     try:
         ngx, g = s.ngx, s.g
         a, b = [x for x in s.backends if x.version == "v1"]
@@ -454,7 +479,7 @@ def t_invalid_config_never_replaces_running(tmp):
                 "    echo 'nginx: [emerg] injected failure of the test in %s' >&2; exit 1\n"
                 "  fi\n"
                 "done\n"
-                "exec '%s' \"$@\"\n" % (flag, "gray-upstreams.conf", NGINX))
+                "exec '%s' \"$@\"\n" % (flag, "gray-upstreams.conf", agent_nginx(tmp)))
     os.chmod(wrapper, 0o755)
     s = Stack(tmp, nginx_bin=wrapper)
     try:

@@ -21,7 +21,7 @@ import time
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
-from testkit import Fail, check, free_port, wait_until  # noqa: E402,F401
+from testkit import Fail, check, free_port, nginx_env, sanitizer_report, wait_until  # noqa: E402,F401
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
@@ -169,7 +169,7 @@ class Nginx:
     def test_conf(self):
         """nginx -t: (exit code, output)."""
         p = subprocess.run([self.nginx, "-t", "-p", self.prefix + "/", "-c", self.conf, "-e", self.error_log],
-                           stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+                           stdin=subprocess.DEVNULL, capture_output=True, timeout=30, env=nginx_env())
         return p.returncode, (p.stdout + p.stderr).decode("utf-8", "replace")
 
     def start(self, port, timeout=10.0):
@@ -182,7 +182,8 @@ class Nginx:
             argv = ["valgrind", "--trace-children=yes", "--error-limit=no", "--num-callers=30",
                     "--log-file=" + os.path.join(os.environ["GRAY_NGINX_VALGRIND"], "valgrind.%p.log")] + argv
             timeout *= 10
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.out, stderr=self.out)
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.out, stderr=self.out,
+                                     env=nginx_env())
         self.port = port
 
         def up():
@@ -233,6 +234,11 @@ class Nginx:
                 os.kill(pid, signal.SIGKILL)
         self.out.close()
         self.proc = None
+        # nginx points its stderr at the error log once it runs: a report
+        # of the sanitizer build's module lands in one of the two
+        report = sanitizer_report(os.path.join(self.prefix, "stderr.log"), self.error_log)
+        if report:
+            raise Fail("sanitizer report from nginx: " + report)
 
 
 def request(port, method="GET", target="/", headers=(), body=None, timeout=10):

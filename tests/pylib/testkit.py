@@ -92,3 +92,36 @@ def run(tests, only, prefix):
                 _print_logs(tmp)
     print("%d passed, %d failed" % (passed, failed))
     return 1 if failed else 0
+
+
+def nginx_env(base=None):
+    """The environment for a process that runs nginx (nginx itself, or the
+    agent's `nginx -t`). In the ASan build ctest sets GRAY_NGINX_PRELOAD to
+    the sanitizer runtimes the module was built with, which Debian's nginx
+    does not link, and GRAY_NGINX_ASAN_OPTIONS; None: inherit as is."""
+    env = dict(os.environ if base is None else base)
+    pre = os.environ.get("GRAY_NGINX_PRELOAD")
+    if not pre:
+        return None if base is None else env
+    env["LD_PRELOAD"] = pre
+    if os.environ.get("GRAY_NGINX_ASAN_OPTIONS"):
+        env["ASAN_OPTIONS"] = os.environ["GRAY_NGINX_ASAN_OPTIONS"]
+    return env
+
+
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+
+def sanitizer_report(*paths):
+    """The first sanitizer report in these logs, or None."""
+    for p in paths:
+        try:
+            with open(p, errors="replace") as f:
+                text = f.read()
+        except OSError:
+            continue
+        for m in SANITIZER_MARKS:
+            k = text.find(m)
+            if k >= 0:
+                return "%s: %s" % (p, text[max(0, k - 200):k + 3000])
+    return None
