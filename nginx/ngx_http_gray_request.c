@@ -302,6 +302,13 @@ ngx_http_gray_trusted_text(u_char *p, size_t len, ngx_array_t *trusted)
 }
 
 
+static int
+ngx_http_gray_trusted_cb(void *data, const char *p, size_t len)
+{
+    return ngx_http_gray_trusted_text((u_char *) p, len, data) ? 1 : 0;
+}
+
+
 /* The `ip` attribute. The connection's address, unless the peer is a
  * trusted proxy that sent X-Forwarded-For: then the rightmost address of
  * that list which is not itself a trusted proxy (the leftmost when all
@@ -311,9 +318,8 @@ ngx_http_gray_trusted_text(u_char *p, size_t len, ngx_array_t *trusted)
 static ngx_http_gray_noinline int
 ngx_http_gray_client_ip(ngx_http_gray_ctx_t *ctx, gray_str_t *value)
 {
-    u_char              *p;
-    size_t               b, e, s, end;
     ngx_uint_t           i, n, total;
+    gray_str_t           vals[NGX_HTTP_GRAY_XFF_HEADERS];
     ngx_list_part_t     *part;
     ngx_table_elt_t     *h, *xff[NGX_HTTP_GRAY_XFF_HEADERS];
     ngx_connection_t    *c;
@@ -377,51 +383,17 @@ ngx_http_gray_client_ip(ngx_http_gray_ctx_t *ctx, gray_str_t *value)
         return ctx->ip_found;
     }
 
-    ctx->ip_found = 0;
+    /* the headers in order, the oldest of the last ones first */
     n = total < NGX_HTTP_GRAY_XFF_HEADERS ? total : NGX_HTTP_GRAY_XFF_HEADERS;
 
     for (i = 0; i < n; i++) {
-        h = xff[(total - 1 - i) % NGX_HTTP_GRAY_XFF_HEADERS];
-        p = h->value.data;
-        end = h->value.len;
-
-        /* Elements right to left; `end` strictly decreases. */
-        while (end > 0) {
-            e = end;
-            while (e > 0 && (p[e - 1] == ' ' || p[e - 1] == '\t'
-                             || p[e - 1] == ','))
-            {
-                e--;
-            }
-
-            if (e == 0) {
-                break;
-            }
-
-            s = e - 1;
-            while (s > 0 && p[s - 1] != ',') {
-                s--;
-            }
-
-            b = s;
-            while (b < e && (p[b] == ' ' || p[b] == '\t')) {
-                b++;
-            }
-
-            ctx->ip.p = (const char *) p + b;
-            ctx->ip.len = e - b;
-            ctx->ip_found = 1;
-
-            if (!ngx_http_gray_trusted_text(p + b, e - b, ctx->lcf->trusted)) {
-                *value = ctx->ip;
-                return 1;
-            }
-
-            end = s;
-        }
+        h = xff[(total - n + i) % NGX_HTTP_GRAY_XFF_HEADERS];
+        vals[i].p = (const char *) h->value.data;
+        vals[i].len = h->value.len;
     }
 
-    /* Every address was a trusted proxy: the leftmost one. */
+    ctx->ip_found = gray__xff_client(vals, n, ngx_http_gray_trusted_cb,
+                                     ctx->lcf->trusted, &ctx->ip) ? 1 : 0;
     *value = ctx->ip;
     return ctx->ip_found;
 }

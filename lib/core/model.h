@@ -167,6 +167,18 @@ int gray__cidr_match(const gray__cidr *c, const uint8_t ip[16]);
  * result. */
 int gray__cookie_next(gray_str_t header, size_t *pos, gray_str_t *name, gray_str_t *value);
 
+/* The client address from X-Forwarded-For values (each a comma-separated
+ * list; a later header value continues the list): the rightmost element
+ * that trusted(ctx, p, len) says is not a trusted proxy, else the leftmost
+ * element. Elements are trimmed of spaces and tabs and taken as written
+ * (an element that is no address is an answer too: it is not trusted).
+ * Empty elements are skipped. Returns 1 and *out (borrowed from values),
+ * or 0 when the values hold no element at all. Reads only within
+ * values[i].p[0 .. len). */
+int gray__xff_client(const gray_str_t *values, size_t n,
+                     int (*trusted)(void *ctx, const char *p, size_t len), void *ctx,
+                     gray_str_t *out);
+
 /* Quote a user-supplied value for an error message: escapes control bytes
  * and quotes, truncates long values with "...". */
 void gray__quote(const char *p, size_t len, char *out, size_t outsz);

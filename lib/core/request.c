@@ -66,6 +66,33 @@ int gray_cookie_find(gray_str_t header, gray_str_t name, gray_str_t *value) {
   return 0;
 }
 
+int gray__xff_client(const gray_str_t *values, size_t n,
+                     int (*trusted)(void *ctx, const char *p, size_t len), void *ctx,
+                     gray_str_t *out) {
+  int found = 0;
+  for (size_t i = n; i-- > 0;) {
+    const char *p = values[i].p;
+    size_t end = p ? values[i].len : 0;
+    /* elements right to left; `end` strictly decreases */
+    while (end > 0) {
+      size_t e = end;
+      while (e > 0 && (is_ows(p[e - 1]) || p[e - 1] == ',')) e--;
+      if (e == 0) break;
+      size_t s = e - 1;
+      while (s > 0 && p[s - 1] != ',') s--;
+      size_t b = s;
+      while (b < e && is_ows(p[b])) b++;
+      out->p = p + b;
+      out->len = e - b;
+      found = 1;
+      if (!trusted(ctx, p + b, e - b)) return 1;
+      end = s;
+    }
+  }
+  /* every element a trusted proxy: the leftmost one (the last seen) */
+  return found;
+}
+
 static int hexval(int c) {
   if (c >= '0' && c <= '9') return c - '0';
   c = lower(c);

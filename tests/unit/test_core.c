@@ -93,6 +93,55 @@ static void test_cookie_next(void **state) {
   assert_memory_equal(v.p, "1", 1);
 }
 
+static int trust_ten(void *ctx, const char *p, size_t len) {
+  int *calls = ctx;
+  (*calls)++;
+  return len >= 3 && !memcmp(p, "10.", 3);
+}
+
+static void test_xff_client(void **state) {
+  (void)state;
+  struct {
+    const char *v[3];
+    const char *want; /* NULL: no element */
+  } cases[] = {
+      {{"1.1.1.1, 10.0.0.1"}, "1.1.1.1"},
+      {{"10.0.0.2, 10.0.0.1"}, "10.0.0.2"},        /* all trusted: the leftmost */
+      {{"1.1.1.1", "2.2.2.2, 10.0.0.1"}, "2.2.2.2"}, /* the last header is the right end */
+      {{"1.1.1.1", "10.0.0.9"}, "1.1.1.1"},        /* ... and continues the earlier one */
+      {{" , ,\t"}, NULL},
+      {{"", ""}, NULL},
+      {{" ,5.5.5.5 ,, "}, "5.5.5.5"},
+      {{"not-an-ip, 10.0.0.1"}, "not-an-ip"},    /* as written: not trusted, so the answer */
+      {{"a b , 10.1.1.1"}, "a b"},
+      {{","}, NULL},
+      {{"10.0.0.5,,\t 10.0.0.6"}, "10.0.0.5"},
+  };
+  for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+    gray_str_t vals[3];
+    size_t n = 0;
+    while (n < 3 && cases[c].v[n]) {
+      vals[n] = S(cases[c].v[n]);
+      n++;
+    }
+    gray_str_t out = {NULL, 0};
+    int calls = 0;
+    int found = gray__xff_client(vals, n, trust_ten, &calls, &out);
+    if (!cases[c].want) {
+      assert_int_equal(found, 0);
+      assert_int_equal(calls, 0);
+      continue;
+    }
+    assert_int_equal(found, 1);
+    assert_int_equal(out.len, strlen(cases[c].want));
+    assert_memory_equal(out.p, cases[c].want, out.len);
+  }
+  gray_str_t none = {NULL, 0}, out = {NULL, 0};
+  int calls = 0;
+  assert_int_equal(gray__xff_client(&none, 1, trust_ten, &calls, &out), 0);
+  assert_int_equal(gray__xff_client(NULL, 0, trust_ten, &calls, &out), 0);
+}
+
 static void test_query_find(void **state) {
   (void)state;
   char scratch[64];
@@ -255,7 +304,7 @@ static void test_host_valid(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_murmur3_vectors), cmocka_unit_test(test_percent_bucket_streams),
-      cmocka_unit_test(test_cookie_find), cmocka_unit_test(test_cookie_next),     cmocka_unit_test(test_query_find),
+      cmocka_unit_test(test_cookie_find), cmocka_unit_test(test_cookie_next), cmocka_unit_test(test_xff_client),     cmocka_unit_test(test_query_find),
       cmocka_unit_test(test_ip_and_cidr),     cmocka_unit_test(test_numbers),
       cmocka_unit_test(test_mod),             cmocka_unit_test(test_err_table),
       cmocka_unit_test(test_quote),           cmocka_unit_test(test_host_valid),
