@@ -116,7 +116,8 @@ void ngx_http_gray_request_init(void);
 int ngx_http_gray_lookup(void *data, gray_attr_t attr, gray_str_t name,
     gray_str_t *value, char *scratch, size_t scratch_size);
 /* The first header named lname (lower-case), found by nginx's hash of the
- * lower-cased name (ngx_hash_key(lname, len)), then the name. */
+ * lower-cased name (ngx_hash_key(lname, len)), then the name; hash 0: by the
+ * name alone. */
 ngx_table_elt_t *ngx_http_gray_find_header(ngx_http_request_t *r,
     ngx_uint_t hash, const u_char *lname, size_t len);
 /* The incoming X-Gray-Tag when it is a valid name, else 0. */

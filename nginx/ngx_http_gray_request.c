@@ -52,10 +52,6 @@ ngx_http_gray_find_header(ngx_http_request_t *r, ngx_uint_t hash,
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
 
-    if (hash == 0) {
-        return NULL;
-    }
-
     part = &r->headers_in.headers.part;
     h = part->elts;
 
@@ -75,7 +71,14 @@ ngx_http_gray_find_header(ngx_http_request_t *r, ngx_uint_t hash,
             }
         }
 
-        if (ngx_http_gray_header_is(&h[i], hash, lname, len)) {
+        if (hash != 0) {
+            if (ngx_http_gray_header_is(&h[i], hash, lname, len)) {
+                return &h[i];
+            }
+
+        } else if (h[i].hash != 0 && h[i].key.len == len
+                   && ngx_memcmp(h[i].lowcase_key, lname, len) == 0)
+        {
             return &h[i];
         }
     }
@@ -404,6 +407,7 @@ ngx_http_gray_lookup(void *data, gray_attr_t attr, gray_str_t name,
     gray_str_t *value, char *scratch, size_t scratch_size)
 {
     size_t                i;
+    u_char                c;
     ngx_uint_t            hash;
     ngx_table_elt_t      *h;
     ngx_http_request_t   *r;
@@ -415,9 +419,19 @@ ngx_http_gray_lookup(void *data, gray_attr_t attr, gray_str_t name,
     switch (attr) {
 
     case GRAY_ATTR_HEADER:
+        /* nginx's hash of a name, as its HTTP/1 parser computes it, covers
+         * only a-z, 0-9 and '-' (and '_' with underscores_in_headers on);
+         * a name with any other character is compared by name alone */
         hash = 0;
         for (i = 0; i < name.len; i++) {
-            hash = ngx_hash(hash, (u_char) name.p[i]); /* as ngx_hash_key */
+            c = (u_char) name.p[i];
+
+            if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) {
+                hash = 0;
+                break;
+            }
+
+            hash = ngx_hash(hash, c); /* as ngx_hash_key */
         }
 
         h = ngx_http_gray_find_header(r, hash, (const u_char *) name.p,

@@ -424,6 +424,38 @@ def t_params_tested_twice(tmp):
             check(got == want, (target[:40], got, want))
 
 
+ODD_HEADERS = {
+    "service": "order", "default": "v1",
+    "rules": [
+        {"name": "underscore", "route": "v2", "tag": "underscore",
+         "when": {"attr": "header:x_user", "op": "eq", "value": "1"}},
+        {"name": "dotted", "route": "v2", "tag": "dotted",
+         "when": {"attr": "header:X.Dot", "op": "eq", "value": "1"}},
+        {"name": "plain", "route": "v2", "tag": "plain",
+         "when": {"attr": "header:x-plain", "op": "eq", "value": "1"}},
+    ],
+}
+
+
+@test
+def t_header_names_nginx_does_not_hash(tmp):
+    """nginx's hash of a header name covers a-z, 0-9 and '-' only (and '_'
+    with underscores_in_headers on); with ignore_invalid_headers off a
+    header such as X_User or X.Dot still reaches the request, and the
+    module finds it by name. With nginx's defaults such headers are
+    dropped: the rules do not match."""
+    for extra, found in (("    ignore_invalid_headers off;\n", True),
+                         ("    ignore_invalid_headers off;\n    underscores_in_headers on;\n", True),
+                         ("", False)):
+        sub = os.path.join(tmp, "c%d" % len(extra))
+        os.makedirs(sub)
+        with site(sub, policy_doc(1, ODD_HEADERS), extra_http=extra) as s:
+            for hdr, tag in (("X_User", "underscore"), ("X.Dot", "dotted"), ("X-Plain", "plain")):
+                r = s.route([(hdr, "1")])[1:4]
+                want = ("v2", tag, tag) if found or tag == "plain" else ("v1", None, None)
+                check(r == want, (extra, hdr, r, want))
+
+
 @test
 def t_variables_without_route(tmp):
     """Outside gray_route the decision variables are empty; $gray_tag still
