@@ -498,7 +498,8 @@ instr_per_req() { # instr_per_req NAME: sets instr_result (empty: no figure)
   n=$(awk '/ requests in / {print $1}' "$dir/wrk.out")
   ir=$(awk '/Collected :/ {print $NF}' "$dir/valgrind.log" | tail -n 1)
   if grep -qE 'Non-2xx|Socket errors' "$dir/wrk.out" || [ -z "$n" ] || [ -z "$ir" ] || [ "$n" = 0 ]; then
-    note "$c: no instruction count (wrk or valgrind failed; see $dir)"
+    note "$c: no instruction count (wrk or valgrind failed):"
+    tail -n 5 "$dir/wrk.out" "$dir/valgrind.log" 2>/dev/null | sed 's/^/#   /' >&2
     return 0
   fi
   instr_result=$(awk -v i="$ir" -v n="$n" 'BEGIN {printf "%.0f", i / n}')
