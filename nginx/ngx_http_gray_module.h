@@ -22,6 +22,7 @@
 #define NGX_HTTP_GRAY_INTERVAL_DEFAULT 200 /* ms between two stat() calls */
 #define NGX_HTTP_GRAY_COOKIES 8 /* cookies of a request parsed at once */
 #define NGX_HTTP_GRAY_PARAM_MEMO 128 /* a longer param value is not kept */
+#define NGX_HTTP_GRAY_XFF_HEADERS 16 /* X-Forwarded-For headers considered */
 
 /* Identity of the policy file as stat() sees it: a change of any field means
  * a new file to read. `err` is the errno of a failed stat(), else 0. */
@@ -83,6 +84,7 @@ typedef struct {
     gray_str_t                ip;          /* the `ip` attribute, once computed */
     ngx_table_elt_t          *cookie;      /* the first Cookie header */
     ngx_table_elt_t          *tag;         /* the first X-Gray-Tag header */
+    ngx_uint_t                nxff;        /* X-Forwarded-For headers seen */
     ngx_uint_t                ncookies;
     unsigned                  decided:1;
     unsigned                  has_policy:1;
@@ -91,13 +93,16 @@ typedef struct {
     unsigned                  refused:1;   /* answered 503 by this module */
     unsigned                  ip_done:1;
     unsigned                  ip_found:1;
-    unsigned                  headers_done:1; /* cookie, tag found */
+    unsigned                  headers_done:1; /* cookie, tag, xff found */
     unsigned                  cookies_done:1; /* cookies[] filled */
     unsigned                  cookies_more:1; /* `cookie` has more of them */
     unsigned                  param_memo:1;   /* the param_* fields are set */
     unsigned                  param_found:1;
     /* last: a new context is zeroed up to here */
     gray_kv_t                 cookies[NGX_HTTP_GRAY_COOKIES]; /* of `cookie` */
+    /* the last X-Forwarded-For headers, a ring: the n-th seen at
+     * xff[n % NGX_HTTP_GRAY_XFF_HEADERS] */
+    ngx_table_elt_t          *xff[NGX_HTTP_GRAY_XFF_HEADERS];
     /* The last param: lookup (a policy often tests one parameter in two
      * rules, as a list and as a modulo): its name, the query string it was
      * found in, and its decoded value. */

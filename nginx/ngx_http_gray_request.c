@@ -8,8 +8,6 @@
 
 #include "core/model.h" /* gray__check_name: the one name rule of the core */
 
-#define NGX_HTTP_GRAY_XFF_HEADERS 16 /* X-Forwarded-For headers considered */
-
 /* The lookups of cookies, parameters and the client address are kept out of
  * ngx_http_gray_lookup, so that its common cases (a header, the tag, the
  * path) do not pay for their stack frames on every call. */
@@ -85,8 +83,8 @@ ngx_http_gray_find_header(ngx_http_request_t *r, ngx_uint_t hash,
 }
 
 
-/* One walk over the headers for the ones a decision may read more than
- * once: the first Cookie and the first X-Gray-Tag. */
+/* One walk over the headers for the ones the module reads itself: the
+ * first Cookie, the first X-Gray-Tag and the X-Forwarded-For headers. */
 static void
 ngx_http_gray_scan_headers(ngx_http_gray_ctx_t *ctx)
 {
@@ -97,6 +95,7 @@ ngx_http_gray_scan_headers(ngx_http_gray_ctx_t *ctx)
     ctx->headers_done = 1;
     ctx->cookie = NULL;
     ctx->tag = NULL;
+    ctx->nxff = 0;
 
     part = &ctx->r->headers_in.headers.part;
     h = part->elts;
@@ -129,6 +128,13 @@ ngx_http_gray_scan_headers(ngx_http_gray_ctx_t *ctx)
                                               sizeof("x-gray-tag") - 1))
         {
             ctx->tag = &h[i];
+
+        } else if (ngx_http_gray_header_is(&h[i], ngx_http_gray_hash_xff,
+                                           "x-forwarded-for",
+                                           sizeof("x-forwarded-for") - 1))
+        {
+            ctx->xff[ctx->nxff % NGX_HTTP_GRAY_XFF_HEADERS] = &h[i];
+            ctx->nxff++;
         }
     }
 }
@@ -323,8 +329,7 @@ ngx_http_gray_client_ip(ngx_http_gray_ctx_t *ctx, gray_str_t *value)
 {
     ngx_uint_t           i, n, total;
     gray_str_t           vals[NGX_HTTP_GRAY_XFF_HEADERS];
-    ngx_list_part_t     *part;
-    ngx_table_elt_t     *h, *xff[NGX_HTTP_GRAY_XFF_HEADERS];
+    ngx_table_elt_t     *h;
     ngx_connection_t    *c;
     ngx_http_request_t  *r;
 
@@ -350,36 +355,11 @@ ngx_http_gray_client_ip(ngx_http_gray_ctx_t *ctx, gray_str_t *value)
         return ctx->ip_found;
     }
 
-    /* The last NGX_HTTP_GRAY_XFF_HEADERS X-Forwarded-For headers, in
-     * order (a ring); the rightmost address is in the last one. */
-    total = 0;
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                break;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-
-            if (part->nelts == 0) {
-                continue;
-            }
-        }
-
-        if (ngx_http_gray_header_is(&h[i], ngx_http_gray_hash_xff,
-                                    "x-forwarded-for",
-                                    sizeof("x-forwarded-for") - 1))
-        {
-            xff[total % NGX_HTTP_GRAY_XFF_HEADERS] = &h[i];
-            total++;
-        }
+    if (!ctx->headers_done) {
+        ngx_http_gray_scan_headers(ctx);
     }
+
+    total = ctx->nxff;
 
     if (total == 0) {
         *value = ctx->ip;
@@ -390,7 +370,7 @@ ngx_http_gray_client_ip(ngx_http_gray_ctx_t *ctx, gray_str_t *value)
     n = total < NGX_HTTP_GRAY_XFF_HEADERS ? total : NGX_HTTP_GRAY_XFF_HEADERS;
 
     for (i = 0; i < n; i++) {
-        h = xff[(total - n + i) % NGX_HTTP_GRAY_XFF_HEADERS];
+        h = ctx->xff[(total - n + i) % NGX_HTTP_GRAY_XFF_HEADERS];
         vals[i].p = (const char *) h->value.data;
         vals[i].len = h->value.len;
     }

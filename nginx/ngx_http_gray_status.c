@@ -208,9 +208,44 @@ ngx_http_gray_probe(ngx_http_gray_shm_t *shm, uint32_t hash,
 }
 
 
-static ngx_http_gray_counter_t *ngx_http_gray_counter_find(
-    ngx_http_gray_main_conf_t *mcf, ngx_http_gray_shm_t *shm,
-    ngx_str_t *service, ngx_str_t *version);
+static ngx_http_gray_counter_t *
+ngx_http_gray_counter_find(ngx_http_gray_main_conf_t *mcf,
+    ngx_http_gray_shm_t *shm, ngx_str_t *service, ngx_str_t *version)
+{
+    uint32_t                  hash;
+    ngx_uint_t                empty;
+    ngx_slab_pool_t          *shpool;
+    ngx_http_gray_counter_t  *c;
+
+    hash = ngx_http_gray_pair_hash(service, version);
+
+    c = ngx_http_gray_probe(shm, hash, service, version, &empty);
+    if (c || empty == NGX_HTTP_GRAY_SLOTS) {
+        return c;
+    }
+
+    /* A new pair: claim a slot under the lock, probing again (another
+     * worker may have claimed it meanwhile). */
+    shpool = (ngx_slab_pool_t *) mcf->zone->shm.addr;
+    ngx_shmtx_lock(&shpool->mutex);
+
+    c = ngx_http_gray_probe(shm, hash, service, version, &empty);
+
+    if (c == NULL && empty < NGX_HTTP_GRAY_SLOTS) {
+        c = &shm->counters[empty];
+        c->hash = hash;
+        c->slen = (u_char) service->len;
+        c->vlen = (u_char) version->len;
+        ngx_memcpy(c->service, service->data, service->len);
+        ngx_memcpy(c->version, version->data, version->len);
+        ngx_memory_barrier();
+        c->ready = 1;
+    }
+
+    ngx_shmtx_unlock(&shpool->mutex);
+
+    return c;
+}
 
 
 static ngx_http_gray_counter_t *
@@ -249,46 +284,6 @@ ngx_http_gray_counter(ngx_http_gray_main_conf_t *mcf, ngx_str_t *service,
         e->version = version->data;
         e->slot = c;
     }
-
-    return c;
-}
-
-
-static ngx_http_gray_counter_t *
-ngx_http_gray_counter_find(ngx_http_gray_main_conf_t *mcf,
-    ngx_http_gray_shm_t *shm, ngx_str_t *service, ngx_str_t *version)
-{
-    uint32_t                  hash;
-    ngx_uint_t                empty;
-    ngx_slab_pool_t          *shpool;
-    ngx_http_gray_counter_t  *c;
-
-    hash = ngx_http_gray_pair_hash(service, version);
-
-    c = ngx_http_gray_probe(shm, hash, service, version, &empty);
-    if (c || empty == NGX_HTTP_GRAY_SLOTS) {
-        return c;
-    }
-
-    /* A new pair: claim a slot under the lock, probing again (another
-     * worker may have claimed it meanwhile). */
-    shpool = (ngx_slab_pool_t *) mcf->zone->shm.addr;
-    ngx_shmtx_lock(&shpool->mutex);
-
-    c = ngx_http_gray_probe(shm, hash, service, version, &empty);
-
-    if (c == NULL && empty < NGX_HTTP_GRAY_SLOTS) {
-        c = &shm->counters[empty];
-        c->hash = hash;
-        c->slen = (u_char) service->len;
-        c->vlen = (u_char) version->len;
-        ngx_memcpy(c->service, service->data, service->len);
-        ngx_memcpy(c->version, version->data, version->len);
-        ngx_memory_barrier();
-        c->ready = 1;
-    }
-
-    ngx_shmtx_unlock(&shpool->mutex);
 
     return c;
 }

@@ -30,7 +30,5 @@ foreach(line ${agent_nginx_defs})
            COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_LIST_DIR}/nginx/agent_nginx.py
                    $<TARGET_FILE:grayd> $<TARGET_FILE:gray-agent> ${GRAY_NGINX_MODULE} ${GRAY_NGINX_BIN} ${name})
   set_tests_properties(nginx/agent-${name} PROPERTIES LABELS nginx TIMEOUT 120 SKIP_RETURN_CODE 77)
-  if(GRAY_NGINX_TEST_ENV)
-    set_tests_properties(nginx/agent-${name} PROPERTIES ENVIRONMENT "${GRAY_NGINX_TEST_ENV}")
-  endif()
+  set_tests_properties(nginx/agent-${name} PROPERTIES ENVIRONMENT "${GRAY_NGINX_TEST_ENV}")
 endforeach()

@@ -68,7 +68,7 @@ min_reload=${CHURN_MIN_RELOAD_INTERVAL:-} # empty: the agent's default (1s)
 policy_src=$root/bench/eval/reference-policy.json
 agent_id=churn-edge
 
-note() { echo "# $*" >&2; }
+. "$here/proc.sh" # note, stop_pid, forget_pid, run_child, wait_port
 summary=""
 out() {
   echo "$1: $2"
@@ -97,21 +97,6 @@ done
 # --- Processes and the temporary directory -----------------------------------
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/bench-churn.XXXXXX")
 pids=() # started by this script, stopped in reverse order
-stop_pid() {
-  local pid=$1 sig=${2:-TERM}
-  kill -"$sig" "$pid" 2>/dev/null || return 0
-  for _ in $(seq 100); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
-forget_pid() {
-  local keep_=() p
-  for p in "${pids[@]+"${pids[@]}"}"; do [ "$p" = "$1" ] || keep_+=("$p"); done
-  pids=("${keep_[@]+"${keep_[@]}"}")
-}
 cleanup() {
   local i
   for ((i = ${#pids[@]} - 1; i >= 0; i--)); do stop_pid "${pids[$i]}"; done
@@ -120,18 +105,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# run_child OUT ERR CMD...: a client in the background, waited for, so that
-# INT or TERM stop it at once through cleanup. Returns its exit status.
-run_child() {
-  local o=$1 e=$2 pid rc=0
-  shift 2
-  "$@" >"$o" 2>"$e" &
-  pid=$!
-  pids+=("$pid")
-  wait "$pid" || rc=$?
-  forget_pid "$pid"
-  return "$rc"
-}
 drive() { # drive OUT CMD ARGS...: churn_drive.py, its notes passed on
   local o=$1 rc=0
   shift
@@ -151,17 +124,6 @@ wait_log() { # wait_log FILE REGEX PID: until the log has it (10 s)
   tail -n 20 "$1" | sed 's/^/#   /' >&2
   return 1
 }
-wait_http() { # wait_http PORT PID LOG
-  for _ in $(seq 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    kill -0 "$2" 2>/dev/null || break
-    sleep 0.1
-  done
-  note "nothing listens on 127.0.0.1:$1; log:"
-  tail -n 20 "$3" | sed 's/^/#   /' >&2
-  return 1
-}
-
 user_line=""
 [ "$(id -u)" = 0 ] && user_line="user $(id -un) $(id -gn);" # workers read the run's directory
 
@@ -180,26 +142,33 @@ export CHURN_GRAYD=$grayd_url GRAYLANE_TOKEN=$admin_token
 # --- backends: one nginx, one port per instance -----------------------------------
 read -r p_v1a p_v1b p_v2 p_v3 p_extra front_port <<<"$(python3 "$here/churn_drive.py" ports 6)"
 mkdir -p "$tmp/backend" "$tmp/front/gray" "$tmp/front/tmp"
-{
+# ngx_preamble DIR TEMPDIR LEVEL: the main context and the start of the
+# http block both nginx configurations share (one worker, in the
+# foreground, keepalive, no access log, everything under DIR).
+ngx_preamble() {
   cat <<EOF
 $user_line
 daemon off;
 worker_processes 1;
-pid $tmp/backend/nginx.pid;
-error_log $tmp/backend/error.log warn;
+pid $1/nginx.pid;
+lock_file $1/nginx.lock;
+error_log $1/error.log $3;
 worker_rlimit_nofile 16384;
 events { worker_connections 8192; }
 http {
     access_log off;
     keepalive_requests 1000000;
     keepalive_timeout 60s;
-    client_body_temp_path $tmp/backend/body;
-    proxy_temp_path $tmp/backend/proxy;
-    fastcgi_temp_path $tmp/backend/fastcgi;
-    uwsgi_temp_path $tmp/backend/uwsgi;
-    scgi_temp_path $tmp/backend/scgi;
-    default_type text/plain;
+    client_body_temp_path $2/body;
+    proxy_temp_path $2/proxy;
+    fastcgi_temp_path $2/fastcgi;
+    uwsgi_temp_path $2/uwsgi;
+    scgi_temp_path $2/scgi;
 EOF
+}
+{
+  ngx_preamble "$tmp/backend" "$tmp/backend" warn
+  echo "    default_type text/plain;"
   for pv in "$p_v1a v1" "$p_v1b v1" "$p_v2 v2" "$p_v3 v3" "$p_extra v1"; do
     set -- $pv
     echo "    server { listen 127.0.0.1:$1 backlog=4096; location / { return 200 \"$2\\n\"; } }"
@@ -210,32 +179,17 @@ EOF
   </dev/null >"$tmp/backend/stdout.log" 2>&1 &
 backend_pid=$!
 pids+=("$backend_pid")
-wait_http "$p_extra" "$backend_pid" "$tmp/backend/error.log" || exit 1
+wait_port "$p_extra" "$backend_pid" "$tmp/backend/error.log" || exit 1
 
 rev=$(python3 "$here/churn_drive.py" setup --policy "$policy_src" \
   --instances "v1-a:v1:$p_v1a,v1-b:v1:$p_v1b,v2-a:v2:$p_v2,v3-a:v3:$p_v3") || exit 1
 
 # --- the Nginx under test, and the agent ---------------------------------------
 f=$tmp/front
-cat >"$f/nginx.conf" <<EOF
-load_module $tmp/ngx_http_gray_module.so;
-$user_line
-daemon off;
-worker_processes 1;
-pid $f/nginx.pid;
-lock_file $f/nginx.lock;
-error_log $f/error.log notice;
-worker_rlimit_nofile 16384;
-events { worker_connections 8192; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    keepalive_timeout 60s;
-    client_body_temp_path $f/tmp/body;
-    proxy_temp_path $f/tmp/proxy;
-    fastcgi_temp_path $f/tmp/fastcgi;
-    uwsgi_temp_path $f/tmp/uwsgi;
-    scgi_temp_path $f/tmp/scgi;
+{
+  echo "load_module $tmp/ngx_http_gray_module.so;"
+  ngx_preamble "$f" "$f/tmp" notice
+  cat <<EOF
     include $f/gray/gray-upstreams.conf;
     gray_policies $f/gray/gray-policies.json;
     gray_policies_check_interval $check_interval;
@@ -253,6 +207,7 @@ http {
     }
 }
 EOF
+} >"$f/nginx.conf"
 # A copy of the module, so that a rebuild during the run changes nothing.
 cp "$module" "$tmp/ngx_http_gray_module.so"
 # The agent's nginx -t, with the error log of startup in the run's directory
@@ -271,7 +226,7 @@ ngx=("$nginx" -p "$f/" -c "$f/nginx.conf" -e "$f/error.log")
 "${ngx[@]}" </dev/null >"$f/stdout.log" 2>&1 &
 master=$!
 pids+=("$master")
-wait_http "$front_port" "$master" "$f/error.log" || exit 1
+wait_port "$front_port" "$master" "$f/error.log" || exit 1
 GRAYLANE_TOKEN=$agent_token "$agent" --server "$grayd_url" --nginx-dir "$f/gray" --nginx-conf "$f/nginx.conf" \
   --nginx-prefix "$f/" --nginx "$tmp/nginx-t" --nginx-status "http://127.0.0.1:$front_port/gray_status" \
   --id "$agent_id" --cache "$tmp/agent.cache" --report-interval 2s \

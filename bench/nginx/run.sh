@@ -62,7 +62,7 @@ max_foreign=${BENCH_NGINX_MAX_FOREIGN:-15}
 max_tries=${BENCH_NGINX_TRIES:-3}
 warmup_s=2
 
-note() { echo "# $*" >&2; }
+. "$here/proc.sh" # note, stop_pid, forget_pid, run_child, wait_port
 median() { sort -g | awk '{a[NR]=$1} END {if (NR == 0) print "n/a"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 
 # --- What can run --------------------------------------------------------------
@@ -108,16 +108,6 @@ fi
 # --- Processes and the temporary directory -------------------------------------
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/bench-nginx.XXXXXX")
 pids=()
-stop_pid() {
-  local pid=$1
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for _ in $(seq 50); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
 cleanup() {
   local p
   for p in "${pids[@]+"${pids[@]}"}"; do stop_pid "$p"; done
@@ -125,21 +115,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-# run_child OUT ERR CMD...: runs a client in the background and waits for it,
-# so that INT or TERM stop it at once through cleanup.
-run_child() {
-  local out=$1 err=$2 pid rc=0
-  shift 2
-  "$@" >"$out" 2>"$err" &
-  pid=$!
-  pids+=("$pid")
-  wait "$pid" || rc=$?
-  local keep=() p
-  for p in "${pids[@]}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
-  pids=("${keep[@]+"${keep[@]}"}")
-  return "$rc"
-}
 
 # CPU placement: with 2+ CPUs the proxy under test gets the last CPU to
 # itself and wrk and the backend share the others. Without taskset, or when
@@ -169,16 +144,6 @@ free_port() {
       return 0
     fi
   done
-  return 1
-}
-wait_port() { # port pid log
-  for _ in $(seq 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    kill -0 "$2" 2>/dev/null || break
-    sleep 0.1
-  done
-  note "nothing listens on 127.0.0.1:$1; log:"
-  tail -n 20 "$3" 2>/dev/null | sed 's/^/#   /' >&2
   return 1
 }
 
@@ -475,7 +440,7 @@ awk '{print $8}' "$tmp"/rounds/* | median | sed 's/^/nginx_other_work_cpu_pct_me
 # switched on after a warm-up and off after BENCH_NGINX_INSTR_SECONDS of
 # wrk -c10.
 instr_per_req() { # instr_per_req NAME: sets instr_result (empty: no figure)
-  local c=$1 dir=$tmp/$1_cg port vpid n ir p keep=()
+  local c=$1 dir=$tmp/$1_cg port vpid n ir
   instr_result=""
   render "${c}_cg" "$c.conf" "$(free_port)"
   port=$(cat "$dir/port")
@@ -493,8 +458,7 @@ instr_per_req() { # instr_per_req NAME: sets instr_result (empty: no figure)
   callgrind_control -i off "$vpid" >/dev/null 2>&1 || return 0
   kill -TERM "$vpid" 2>/dev/null || true
   wait "$vpid" 2>/dev/null || true
-  for p in "${pids[@]}"; do [ "$p" = "$vpid" ] || keep+=("$p"); done
-  pids=("${keep[@]+"${keep[@]}"}")
+  forget_pid "$vpid"
   n=$(awk '/ requests in / {print $1}' "$dir/wrk.out")
   ir=$(awk '/Collected :/ {print $NF}' "$dir/valgrind.log" | tail -n 1)
   if grep -qE 'Non-2xx|Socket errors' "$dir/wrk.out" || [ -z "$n" ] || [ -z "$ir" ] || [ "$n" = 0 ]; then
