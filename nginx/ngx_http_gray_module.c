@@ -194,7 +194,7 @@ ngx_http_gray_get_ctx(ngx_http_request_t *r, ngx_uint_t create)
     }
 
     ctx = cln->data;
-    ngx_memzero(ctx, offsetof(ngx_http_gray_ctx_t, cookies));
+    ngx_memzero(ctx, offsetof(ngx_http_gray_ctx_t, sval));
     ctx->r = r;
     cln->handler = ngx_http_gray_ctx_cleanup;
 
@@ -266,11 +266,90 @@ ngx_http_gray_upstream_exists(ngx_http_gray_main_conf_t *mcf,
 }
 
 
-static ngx_int_t
-ngx_http_gray_set_upstream(ngx_http_request_t *r, ngx_http_gray_ctx_t *ctx,
-    gray_str_t version)
+/* ngx_http_gray_upstream_exists for a version string of the set the
+ * worker holds now, remembered: a decision's version is one of a few
+ * strings of the compiled policy. */
+static ngx_uint_t
+ngx_http_gray_version_served(ngx_http_gray_main_conf_t *mcf,
+    ngx_http_gray_ctx_t *ctx, const gray_policy_t *p, gray_str_t version)
 {
-    u_char  *p;
+    gray_str_t               service;
+    ngx_http_gray_exists_t  *e;
+
+    service.p = (const char *) ctx->service.data;
+    service.len = ctx->service.len;
+
+    if (ctx->set != mcf->policy.set) {
+        /* a request that began before the worker swapped its set */
+        return ngx_http_gray_upstream_exists(mcf, service, version);
+    }
+
+    e = &mcf->exists[((uintptr_t) version.p / 8) % NGX_HTTP_GRAY_EXISTS_CACHE];
+
+    if (e->set != ctx->set || e->generation != mcf->policy.generation
+        || e->version != version.p || e->policy != p)
+    {
+        e->set = ctx->set;
+        e->generation = mcf->policy.generation;
+        e->version = version.p;
+        e->policy = p;
+        e->exists = ngx_http_gray_upstream_exists(mcf, service, version);
+    }
+
+    return e->exists;
+}
+
+
+/* The policy of the location's service in the request's set, remembered
+ * per location for the set the worker holds now. */
+static const gray_policy_t *
+ngx_http_gray_find_policy(ngx_http_gray_main_conf_t *mcf,
+    ngx_http_gray_loc_conf_t *lcf, gray_policyset_t *set)
+{
+    const gray_policy_t  *p;
+
+    if (set == NULL) {
+        return NULL;
+    }
+
+    if (set == mcf->policy.set && lcf->policy_set == set
+        && lcf->policy_generation == mcf->policy.generation)
+    {
+        return lcf->policy;
+    }
+
+    p = gray_policyset_find(set, (const char *) lcf->service.data,
+                            lcf->service.len);
+
+    if (set == mcf->policy.set) {
+        lcf->policy_set = set;
+        lcf->policy_generation = mcf->policy.generation;
+        lcf->policy = p;
+    }
+
+    return p;
+}
+
+
+/* $gray_upstream: SERVICE.VERSION of the version that serves (or, when
+ * none may, of the decided one), made when first asked for. */
+static ngx_int_t
+ngx_http_gray_upstream_name(ngx_http_request_t *r, ngx_http_gray_ctx_t *ctx)
+{
+    u_char      *p;
+    gray_str_t   version;
+
+    if (ctx->upstream.len) {
+        return NGX_OK;
+    }
+
+    if (ctx->served.len) {
+        version.p = (const char *) ctx->served.data;
+        version.len = ctx->served.len;
+
+    } else {
+        version = ctx->d.version;
+    }
 
     p = ngx_pnalloc(r->pool, ctx->service.len + 1 + version.len);
     if (p == NULL) {
@@ -292,8 +371,7 @@ ngx_http_gray_set_upstream(ngx_http_request_t *r, ngx_http_gray_ctx_t *ctx,
 static ngx_http_gray_ctx_t *
 ngx_http_gray_decide(ngx_http_request_t *r, ngx_http_gray_loc_conf_t *lcf)
 {
-    gray_str_t                  service, def;
-    gray_request_t              req;
+    gray_str_t                  def;
     const gray_policy_t        *p;
     ngx_http_gray_ctx_t        *ctx;
     ngx_http_gray_main_conf_t  *mcf;
@@ -318,7 +396,6 @@ ngx_http_gray_decide(ngx_http_request_t *r, ngx_http_gray_loc_conf_t *lcf)
     ctx->has_policy = 0;
     ctx->fallback = 0;
     ctx->unavailable = 0;
-    ctx->ip_done = 0;
     ctx->upstream.len = 0;
     ctx->served.len = 0;
     ctx->service = lcf->service;
@@ -332,48 +409,33 @@ ngx_http_gray_decide(ngx_http_request_t *r, ngx_http_gray_loc_conf_t *lcf)
 
     ctx->decided = 1;
 
-    p = ctx->set ? gray_policyset_find(ctx->set, (const char *) lcf->service.data,
-                                       lcf->service.len)
-                 : NULL;
+    p = ngx_http_gray_find_policy(mcf, lcf, ctx->set);
 
     if (p == NULL) {
         return ctx;
     }
 
     ctx->has_policy = 1;
+    ctx->policy = p;
+    ctx->slot_found = 0;
+    ctx->slot_headers = 0;
+    ctx->slot_cookies = 0;
 
-    req.lookup = ngx_http_gray_lookup;
-    req.ctx = ctx;
-    gray_decide(p, &req, &ctx->d);
+    gray__decide_slots(p, ngx_http_gray_lookup, ctx, &ctx->d);
 
-    service.p = (const char *) ctx->service.data;
-    service.len = ctx->service.len;
-
-    if (ngx_http_gray_upstream_exists(mcf, service, ctx->d.version)) {
+    if (ngx_http_gray_version_served(mcf, ctx, p, ctx->d.version)) {
         ctx->served.data = (u_char *) ctx->d.version.p;
         ctx->served.len = ctx->d.version.len;
-
-        if (ngx_http_gray_set_upstream(r, ctx, ctx->d.version) != NGX_OK) {
-            return NULL;
-        }
-
         return ctx;
     }
 
     def.p = gray_policy_default(p);
     def.len = ngx_strlen(def.p);
 
-    if (!ctx->d.fallback_fail
-        && ngx_http_gray_upstream_exists(mcf, service, def))
-    {
+    if (!ctx->d.fallback_fail && ngx_http_gray_version_served(mcf, ctx, p, def)) {
         ctx->fallback = 1;
         ctx->served.data = (u_char *) def.p;
         ctx->served.len = def.len;
-
-        if (ngx_http_gray_set_upstream(r, ctx, def) != NGX_OK) {
-            return NULL;
-        }
-
         return ctx;
     }
 
@@ -381,10 +443,6 @@ ngx_http_gray_decide(ngx_http_request_t *r, ngx_http_gray_loc_conf_t *lcf)
      * version, which has no upstream block: a proxy_pass to it fails
      * (502) when gray_upstream_check is off. */
     ctx->unavailable = 1;
-
-    if (ngx_http_gray_set_upstream(r, ctx, ctx->d.version) != NGX_OK) {
-        return NULL;
-    }
 
     return ctx;
 }
@@ -402,12 +460,18 @@ ngx_http_gray_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
 
     s.len = 0;
     s.data = NULL;
-    ctx = NULL;
 
-    if (lcf->service.len) {
-        ctx = ngx_http_gray_decide(r, lcf);
-        if (ctx == NULL) {
-            return NGX_ERROR;
+    /* after the first read, the decision is at hand */
+    ctx = ngx_http_get_module_ctx(r, ngx_http_gray_module);
+
+    if (ctx == NULL || !ctx->decided || ctx->lcf != lcf) {
+        ctx = NULL;
+
+        if (lcf->service.len) {
+            ctx = ngx_http_gray_decide(r, lcf);
+            if (ctx == NULL) {
+                return NGX_ERROR;
+            }
         }
     }
 
@@ -436,6 +500,9 @@ ngx_http_gray_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
             break;
 
         default: /* NGX_HTTP_GRAY_VAR_UPSTREAM */
+            if (ngx_http_gray_upstream_name(r, ctx) != NGX_OK) {
+                return NGX_ERROR;
+            }
             s = ctx->upstream;
         }
     }
@@ -497,6 +564,10 @@ ngx_http_gray_preaccess_handler(ngx_http_request_t *r)
 
         } else {
             why = " nor one for the default version";
+        }
+
+        if (ngx_http_gray_upstream_name(r, ctx) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
@@ -628,8 +699,9 @@ ngx_http_gray_trusted_proxies(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     ngx_int_t    rc;
     ngx_str_t   *value;
-    ngx_uint_t   i;
+    ngx_uint_t   i, b;
     ngx_cidr_t  *cidr;
+    gray__cidr  *ip;
 
     if (lcf->trusted != NGX_CONF_UNSET_PTR) {
         return "is duplicate";
@@ -637,7 +709,9 @@ ngx_http_gray_trusted_proxies(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     lcf->trusted = ngx_array_create(cf->pool, cf->args->nelts - 1,
                                     sizeof(ngx_cidr_t));
-    if (lcf->trusted == NULL) {
+    lcf->trusted_ip = ngx_array_create(cf->pool, cf->args->nelts - 1,
+                                       sizeof(gray__cidr));
+    if (lcf->trusted == NULL || lcf->trusted_ip == NULL) {
         return NGX_CONF_ERROR;
     }
 
@@ -662,6 +736,49 @@ ngx_http_gray_trusted_proxies(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
                                "gray_trusted_proxies: low address bits of "
                                "%V are meaningless", &value[i]);
+        }
+
+        /* X-Forwarded-For elements are checked in the core's form (an IPv4
+         * net as its IPv4-mapped IPv6 net), parsed by the core as the `ip`
+         * attribute is: no sockaddr to build per element */
+        if (cidr->family != AF_INET
+#if (NGX_HAVE_INET6)
+            && cidr->family != AF_INET6
+#endif
+           )
+        {
+            continue;   /* unix: matches the peer only */
+        }
+
+        ip = ngx_array_push(lcf->trusted_ip);
+        if (ip == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_memzero(ip, sizeof(gray__cidr));
+
+        if (cidr->family == AF_INET) {
+            ip->addr[10] = 0xff;
+            ip->addr[11] = 0xff;
+            ngx_memcpy(&ip->addr[12], &cidr->u.in.addr, 4);
+            ip->bits = 96;
+
+            for (b = 0; b < 32; b++) {
+                if (((u_char *) &cidr->u.in.mask)[b / 8] & (0x80 >> (b % 8))) {
+                    ip->bits++;
+                }
+            }
+
+#if (NGX_HAVE_INET6)
+        } else {
+            ngx_memcpy(ip->addr, cidr->u.in6.addr.s6_addr, 16);
+
+            for (b = 0; b < 128; b++) {
+                if (cidr->u.in6.mask.s6_addr[b / 8] & (0x80 >> (b % 8))) {
+                    ip->bits++;
+                }
+            }
+#endif
         }
     }
 
@@ -738,6 +855,7 @@ ngx_http_gray_create_loc_conf(ngx_conf_t *cf)
     /* service: { 0, NULL } (unset); status: 0 */
     lcf->upstream_check = NGX_CONF_UNSET;
     lcf->trusted = NGX_CONF_UNSET_PTR;
+    lcf->trusted_ip = NGX_CONF_UNSET_PTR;
 
     return lcf;
 }
@@ -757,6 +875,7 @@ ngx_http_gray_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     ngx_conf_merge_value(conf->upstream_check, prev->upstream_check, 1);
     ngx_conf_merge_ptr_value(conf->trusted, prev->trusted, NULL);
+    ngx_conf_merge_ptr_value(conf->trusted_ip, prev->trusted_ip, NULL);
 
     if (conf->service.len) {
         mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_gray_module);

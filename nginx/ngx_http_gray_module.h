@@ -20,8 +20,8 @@
 
 #define NGX_HTTP_GRAY_ERROR_MAX (GRAY_ERROR_PATH_MAX + GRAY_ERROR_TEXT_MAX + 64)
 #define NGX_HTTP_GRAY_INTERVAL_DEFAULT 200 /* ms between two stat() calls */
-#define NGX_HTTP_GRAY_COOKIES 8 /* cookies of a request parsed at once */
-#define NGX_HTTP_GRAY_PARAM_MEMO 128 /* a longer param value is not kept */
+#define NGX_HTTP_GRAY_ATTR_SLOTS 16 /* header/cookie attributes found at once */
+#define NGX_HTTP_GRAY_EXISTS_CACHE 16 /* upstream answers kept per worker */
 #define NGX_HTTP_GRAY_XFF_HEADERS 16 /* X-Forwarded-For headers considered */
 
 /* Identity of the policy file as stat() sees it: a change of any field means
@@ -52,6 +52,16 @@ typedef struct {
     u_char                    error[NGX_HTTP_GRAY_ERROR_MAX];
 } ngx_http_gray_policy_t;
 
+/* A version's upstream block exists or not: valid while `set` is the
+ * worker's set at `generation`, whose strings stay put. */
+typedef struct {
+    gray_policyset_t         *set;
+    ngx_uint_t                generation;
+    const char               *version;  /* a decision's version (or default) */
+    const gray_policy_t      *policy;
+    ngx_uint_t                exists;
+} ngx_http_gray_exists_t;
+
 typedef struct {
     ngx_str_t                 policy_path;     /* full, NUL-terminated; len 0: unset */
     ngx_msec_t                check_interval;  /* gray_policies_check_interval */
@@ -60,6 +70,9 @@ typedef struct {
     ngx_str_t                *upstreams;       /* lower-case names, sorted */
     ngx_uint_t                nupstreams;
     ngx_shm_zone_t           *zone;            /* counters; NULL when unused */
+    /* this worker's answers of ngx_http_gray_upstream_exists for the
+     * versions of the set it holds now (policy.set at policy.generation) */
+    ngx_http_gray_exists_t    exists[NGX_HTTP_GRAY_EXISTS_CACHE];
     ngx_event_t               timer;
     ngx_uint_t                status_used;     /* some location has gray_status */
 } ngx_http_gray_main_conf_t;
@@ -68,7 +81,12 @@ typedef struct {
     ngx_str_t                 service;         /* gray_route; data NULL: unset */
     ngx_flag_t                upstream_check;  /* gray_upstream_check */
     ngx_array_t              *trusted;         /* gray_trusted_proxies: ngx_cidr_t */
+    ngx_array_t              *trusted_ip;      /* the same IP nets: gray__cidr */
     ngx_uint_t                status;          /* gray_status here */
+    /* this worker's policy for `service` in policy_set at policy_generation */
+    gray_policyset_t         *policy_set;
+    ngx_uint_t                policy_generation;
+    const gray_policy_t      *policy;
 } ngx_http_gray_loc_conf_t;
 
 /* One request's decision. Strings borrow from `set` (held until the
@@ -77,40 +95,31 @@ typedef struct {
     ngx_http_request_t       *r;
     ngx_http_gray_loc_conf_t *lcf;         /* of the decision: trusted proxies */
     gray_policyset_t         *set;         /* the set this request started with */
+    const gray_policy_t      *policy;      /* the one being decided with */
     ngx_str_t                 service;     /* decided for */
     gray_decision_t           d;
     ngx_str_t                 upstream;    /* SERVICE.VERSION to proxy to */
     ngx_str_t                 served;      /* its version; len 0: none exists */
-    gray_str_t                ip;          /* the `ip` attribute, once computed */
     ngx_table_elt_t          *cookie;      /* the first Cookie header */
     ngx_table_elt_t          *tag;         /* the first X-Gray-Tag header */
     ngx_uint_t                nxff;        /* X-Forwarded-For headers seen */
-    ngx_uint_t                ncookies;
+    uint32_t                  slot_found;  /* bit i: sval[i] is slot i's value */
     unsigned                  decided:1;
     unsigned                  has_policy:1;
     unsigned                  fallback:1;  /* served by the default version */
     unsigned                  unavailable:1; /* no upstream may serve it */
     unsigned                  refused:1;   /* answered 503 by this module */
-    unsigned                  ip_done:1;
-    unsigned                  ip_found:1;
     unsigned                  headers_done:1; /* cookie, tag, xff found */
-    unsigned                  cookies_done:1; /* cookies[] filled */
-    unsigned                  cookies_more:1; /* `cookie` has more of them */
-    unsigned                  param_memo:1;   /* the param_* fields are set */
-    unsigned                  param_found:1;
+    unsigned                  slot_headers:1; /* header slots of `policy` found */
+    unsigned                  slot_cookies:1; /* cookie slots of `policy` found */
     /* last: a new context is zeroed up to here */
-    gray_kv_t                 cookies[NGX_HTTP_GRAY_COOKIES]; /* of `cookie` */
+    /* the values of the policy's first NGX_HTTP_GRAY_ATTR_SLOTS attributes
+     * that are headers or cookies, each found in one pass over the headers
+     * or the Cookie header (see ngx_http_gray_request.c) */
+    gray_str_t                sval[NGX_HTTP_GRAY_ATTR_SLOTS];
     /* the last X-Forwarded-For headers, a ring: the n-th seen at
      * xff[n % NGX_HTTP_GRAY_XFF_HEADERS] */
     ngx_table_elt_t          *xff[NGX_HTTP_GRAY_XFF_HEADERS];
-    /* The last param: lookup (a policy often tests one parameter in two
-     * rules, as a list and as a modulo): its name, the query string it was
-     * found in, and its decoded value. */
-    ngx_str_t                 param_args;
-    u_char                    param_name[GRAY_NAME_LEN_MAX];
-    size_t                    param_name_len;
-    size_t                    param_len;
-    char                      param_value[NGX_HTTP_GRAY_PARAM_MEMO];
 } ngx_http_gray_ctx_t;
 
 extern ngx_module_t ngx_http_gray_module;
@@ -118,7 +127,8 @@ extern ngx_module_t ngx_http_gray_module;
 /* ngx_http_gray_request.c */
 /* Hashes of the header names the module looks for (at configuration). */
 void ngx_http_gray_request_init(void);
-int ngx_http_gray_lookup(void *data, gray_attr_t attr, gray_str_t name,
+/* The gray__slot_lookup_fn of a decision (data: the request's context). */
+int ngx_http_gray_lookup(void *data, const gray_policy_t *p, uint32_t slot,
     gray_str_t *value, char *scratch, size_t scratch_size);
 /* The first header named lname (lower-case), found by nginx's hash of the
  * lower-cased name (ngx_hash_key(lname, len)), then the name; hash 0: by the

@@ -6,9 +6,11 @@
  * decoded into the evaluator's scratch buffer by gray_query_find. */
 #include "ngx_http_gray_module.h"
 
-#include "core/model.h" /* gray__check_name: the one name rule of the core */
+/* the compiled policy's attribute slots, gray__check_name, the cookie and
+ * X-Forwarded-For parsers: the core's own, so both read requests alike */
+#include "core/model.h"
 
-/* The lookups of cookies, parameters and the client address are kept out of
+/* The lookups of cookies and the client address are kept out of
  * ngx_http_gray_lookup, so that its common cases (a header, the tag, the
  * path) do not pay for their stack frames on every call. */
 #if (defined __GNUC__ || defined __clang__)
@@ -20,6 +22,7 @@
 static ngx_uint_t  ngx_http_gray_hash_cookie;
 static ngx_uint_t  ngx_http_gray_hash_tag;
 static ngx_uint_t  ngx_http_gray_hash_xff;
+static uint64_t    ngx_http_gray_bloom;   /* of the three, as header_bloom */
 
 
 void
@@ -31,6 +34,9 @@ ngx_http_gray_request_init(void)
                                           sizeof("x-gray-tag") - 1);
     ngx_http_gray_hash_xff = ngx_hash_key((u_char *) "x-forwarded-for",
                                           sizeof("x-forwarded-for") - 1);
+    ngx_http_gray_bloom = ((uint64_t) 1 << (ngx_http_gray_hash_cookie % 64))
+                          | ((uint64_t) 1 << (ngx_http_gray_hash_tag % 64))
+                          | ((uint64_t) 1 << (ngx_http_gray_hash_xff % 64));
 }
 
 
@@ -83,19 +89,45 @@ ngx_http_gray_find_header(ngx_http_request_t *r, ngx_uint_t hash,
 }
 
 
-/* One walk over the headers for the ones the module reads itself: the
- * first Cookie, the first X-Gray-Tag and the X-Forwarded-For headers. */
+/* One walk over the headers for the ones the module reads itself (the
+ * first Cookie, the first X-Gray-Tag, the X-Forwarded-For headers) and,
+ * when a policy is being decided with, the first header of each name its
+ * conditions read (the first NGX_HTTP_GRAY_ATTR_SLOTS of its attributes; the
+ * others are looked for one by one). */
 static void
 ngx_http_gray_scan_headers(ngx_http_gray_ctx_t *ctx)
 {
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
+    uint32_t             bit, j, k, nslots;
+    uint64_t             bloom;
+    ngx_uint_t           i;
+    const uint32_t      *slots;
+    ngx_list_part_t     *part;
+    ngx_table_elt_t     *h;
+    const gray__slot    *sl;
+    const gray_policy_t *p;
 
     ctx->headers_done = 1;
     ctx->cookie = NULL;
     ctx->tag = NULL;
     ctx->nxff = 0;
+
+    p = ctx->policy;
+    slots = NULL;
+    nslots = 0;
+    bloom = ngx_http_gray_bloom;
+
+    if (p != NULL) {
+        ctx->slot_headers = 1;
+        slots = p->header_slots;
+        nslots = p->nheader_slots;
+
+        while (nslots && slots[nslots - 1] >= NGX_HTTP_GRAY_ATTR_SLOTS) {
+            nslots--;   /* the list is in slot order */
+        }
+
+        /* a name nginx does not hash is compared with every header */
+        bloom = p->header_by_name ? ~(uint64_t) 0 : bloom | p->header_bloom;
+    }
 
     part = &ctx->r->headers_in.headers.part;
     h = part->elts;
@@ -113,6 +145,31 @@ ngx_http_gray_scan_headers(ngx_http_gray_ctx_t *ctx)
 
             if (part->nelts == 0) {
                 continue;
+            }
+        }
+
+        if (!((bloom >> (h[i].hash % 64)) & 1)) {
+            continue;   /* none of the names looked for */
+        }
+
+        for (k = 0; k < nslots; k++) {
+            j = slots[k];
+            bit = (uint32_t) 1 << j;
+            sl = &p->slots[j];
+
+            if (!(ctx->slot_found & bit)
+                && (sl->hash31 ? ngx_http_gray_header_is(&h[i],
+                                                         (ngx_uint_t) sl->hash31,
+                                                         sl->name.p,
+                                                         sl->name.len)
+                               : (h[i].hash != 0
+                                  && h[i].key.len == sl->name.len
+                                  && ngx_memcmp(h[i].lowcase_key, sl->name.p,
+                                                sl->name.len) == 0)))
+            {
+                ctx->slot_found |= bit;
+                ctx->sval[j].p = (const char *) h[i].value.data;
+                ctx->sval[j].len = h[i].value.len;
             }
         }
 
@@ -166,155 +223,100 @@ ngx_http_gray_incoming_tag(ngx_http_request_t *r, ngx_str_t *tag)
 }
 
 
-/* cookie:NAME. The first Cookie header (as every executor does) is parsed
- * once per request into ctx->cookies; a header with more cookies than that
- * array holds is searched again past it. The same rules as
- * gray_cookie_find: the first cookie of that name. */
+/* cookie:NAME, from the first Cookie header (as every executor reads
+ * it): one pass over it finds the first cookie of each name the policy
+ * reads among its first NGX_HTTP_GRAY_ATTR_SLOTS attributes; the others are
+ * looked for one by one, by the same rules (gray_cookie_find). */
 static ngx_http_gray_noinline int
-ngx_http_gray_cookie(ngx_http_gray_ctx_t *ctx, gray_str_t name,
+ngx_http_gray_cookie(ngx_http_gray_ctx_t *ctx, uint32_t slot,
     gray_str_t *value)
 {
-    size_t            pos;
-    gray_str_t        s, k, v;
-    ngx_uint_t        i;
-    ngx_table_elt_t  *h;
+    size_t               pos;
+    uint32_t             bit, i, j, n, left;
+    gray_str_t           s, k, v;
+    const gray__slot    *sl;
+    const gray_policy_t *p;
 
     if (!ctx->headers_done) {
         ngx_http_gray_scan_headers(ctx);
     }
 
-    h = ctx->cookie;
-    if (h == NULL) {
+    if (ctx->cookie == NULL) {
         return 0;
     }
 
-    s.p = (const char *) h->value.data;
-    s.len = h->value.len;
+    s.p = (const char *) ctx->cookie->value.data;
+    s.len = ctx->cookie->value.len;
+    p = ctx->policy;
 
-    if (!ctx->cookies_done) {
-        ctx->cookies_done = 1;
-        ctx->ncookies = 0;
+    if (slot >= NGX_HTTP_GRAY_ATTR_SLOTS) {
+        return gray_cookie_find(s, p->slots[slot].name, value);
+    }
+
+    if (!ctx->slot_cookies) {
+        ctx->slot_cookies = 1;
+
+        n = p->ncookie_slots;
+        while (n && p->cookie_slots[n - 1] >= NGX_HTTP_GRAY_ATTR_SLOTS) {
+            n--;
+        }
+
+        left = 0;
+        for (i = 0; i < n; i++) {
+            left |= (uint32_t) 1 << p->cookie_slots[i];
+        }
+
         pos = 0;
 
-        while (ctx->ncookies < NGX_HTTP_GRAY_COOKIES
-               && gray__cookie_next(s, &pos, &k, &v))
-        {
-            ctx->cookies[ctx->ncookies].name = k;
-            ctx->cookies[ctx->ncookies].value = v;
-            ctx->ncookies++;
-        }
+        while (left && gray__cookie_next(s, &pos, &k, &v)) {
+            for (i = 0; i < n; i++) {
+                j = p->cookie_slots[i];
+                bit = (uint32_t) 1 << j;
+                sl = &p->slots[j];
 
-        ctx->cookies_more = ctx->ncookies == NGX_HTTP_GRAY_COOKIES
-                            && gray__cookie_next(s, &pos, &k, &v);
-    }
-
-    for (i = 0; i < ctx->ncookies; i++) {
-        if (ctx->cookies[i].name.len == name.len
-            && ngx_memcmp(ctx->cookies[i].name.p, name.p, name.len) == 0)
-        {
-            *value = ctx->cookies[i].value;
-            return 1;
+                if ((left & bit) && sl->name.len == k.len
+                    && ngx_memcmp(sl->name.p, k.p, k.len) == 0)
+                {
+                    left &= ~bit;
+                    ctx->slot_found |= bit;
+                    ctx->sval[j] = v;
+                    break;
+                }
+            }
         }
     }
 
-    if (!ctx->cookies_more) {
-        return 0;
+    if (ctx->slot_found & ((uint32_t) 1 << slot)) {
+        *value = ctx->sval[slot];
+        return 1;
     }
-
-    /* not among the first ones: the rest of the header decides */
-    return gray_cookie_find(s, name, value);
-}
-
-
-/* param:NAME, through a memo of the last one: the same name in the same
- * query string (rewrites may change r->args between two decisions) gives
- * the same answer without parsing the query string again. */
-static ngx_http_gray_noinline int
-ngx_http_gray_param(ngx_http_gray_ctx_t *ctx, gray_str_t name,
-    gray_str_t *value, char *scratch, size_t scratch_size)
-{
-    int                  found;
-    gray_str_t           s;
-    ngx_http_request_t  *r;
-
-    r = ctx->r;
-
-    if (r->args.len == 0) {
-        return 0;
-    }
-
-    if (ctx->param_memo
-        && ctx->param_args.data == r->args.data
-        && ctx->param_args.len == r->args.len
-        && ctx->param_name_len == name.len
-        && ngx_memcmp(ctx->param_name, name.p, name.len) == 0)
-    {
-        value->p = ctx->param_value;
-        value->len = ctx->param_len;
-        return ctx->param_found;
-    }
-
-    s.p = (const char *) r->args.data;
-    s.len = r->args.len;
-    found = gray_query_find(s, name, value, scratch, scratch_size);
-
-    if (name.len > sizeof(ctx->param_name)
-        || (found && value->len > sizeof(ctx->param_value)))
-    {
-        ctx->param_memo = 0;
-        return found;
-    }
-
-    ctx->param_memo = 1;
-    ctx->param_found = found ? 1 : 0;
-    ctx->param_args = r->args;
-    ctx->param_name_len = name.len;
-    ngx_memcpy(ctx->param_name, name.p, name.len);
-    ctx->param_len = found ? value->len : 0;
-
-    if (ctx->param_len) {
-        ngx_memcpy(ctx->param_value, value->p, value->len);
-    }
-
-    return found;
-}
-
-
-static ngx_uint_t
-ngx_http_gray_trusted_text(u_char *p, size_t len, ngx_array_t *trusted)
-{
-    in_addr_t             a;
-    struct sockaddr_in    sin;
-#if (NGX_HAVE_INET6)
-    struct sockaddr_in6   sin6;
-#endif
-
-    a = ngx_inet_addr(p, len);
-
-    if (a != INADDR_NONE) {
-        ngx_memzero(&sin, sizeof(sin));
-        sin.sin_family = AF_INET;
-        sin.sin_addr.s_addr = a;
-        return ngx_cidr_match((struct sockaddr *) &sin, trusted) == NGX_OK;
-    }
-
-#if (NGX_HAVE_INET6)
-    ngx_memzero(&sin6, sizeof(sin6));
-
-    if (ngx_inet6_addr(p, len, sin6.sin6_addr.s6_addr) == NGX_OK) {
-        sin6.sin6_family = AF_INET6;
-        return ngx_cidr_match((struct sockaddr *) &sin6, trusted) == NGX_OK;
-    }
-#endif
 
     return 0;
 }
 
 
+/* Is this X-Forwarded-For element a trusted proxy's address? */
 static int
 ngx_http_gray_trusted_cb(void *data, const char *p, size_t len)
 {
-    return ngx_http_gray_trusted_text((u_char *) p, len, data) ? 1 : 0;
+    uint8_t       ip[16];
+    ngx_uint_t    i;
+    ngx_array_t  *trusted = data;
+    gray__cidr   *c;
+
+    if (trusted == NULL || !gray__ip_parse(p, len, ip)) {
+        return 0;
+    }
+
+    c = trusted->elts;
+
+    for (i = 0; i < trusted->nelts; i++) {
+        if (gray__cidr_match(&c[i], ip)) {
+            return 1;
+        }
+    }
+
+    return 0;
 }
 
 
@@ -333,26 +335,16 @@ ngx_http_gray_client_ip(ngx_http_gray_ctx_t *ctx, gray_str_t *value)
     ngx_connection_t    *c;
     ngx_http_request_t  *r;
 
-    if (ctx->ip_done) {
-        *value = ctx->ip;
-        return ctx->ip_found;
-    }
-
-    ctx->ip_done = 1;
-    ctx->ip_found = 0;
-
     r = ctx->r;
     c = r->connection;
 
-    ctx->ip.p = (const char *) c->addr_text.data;
-    ctx->ip.len = c->addr_text.len;
-    ctx->ip_found = c->addr_text.data != NULL;
+    value->p = (const char *) c->addr_text.data;
+    value->len = c->addr_text.len;
 
     if (ctx->lcf == NULL || ctx->lcf->trusted == NULL
         || ngx_cidr_match(c->sockaddr, ctx->lcf->trusted) != NGX_OK)
     {
-        *value = ctx->ip;
-        return ctx->ip_found;
+        return c->addr_text.data != NULL;
     }
 
     if (!ctx->headers_done) {
@@ -362,8 +354,7 @@ ngx_http_gray_client_ip(ngx_http_gray_ctx_t *ctx, gray_str_t *value)
     total = ctx->nxff;
 
     if (total == 0) {
-        *value = ctx->ip;
-        return ctx->ip_found;
+        return c->addr_text.data != NULL;
     }
 
     /* the headers in order, the oldest of the last ones first */
@@ -375,47 +366,44 @@ ngx_http_gray_client_ip(ngx_http_gray_ctx_t *ctx, gray_str_t *value)
         vals[i].len = h->value.len;
     }
 
-    ctx->ip_found = gray__xff_client(vals, n, ngx_http_gray_trusted_cb,
-                                     ctx->lcf->trusted, &ctx->ip) ? 1 : 0;
-    *value = ctx->ip;
-    return ctx->ip_found;
+    return gray__xff_client(vals, n, ngx_http_gray_trusted_cb,
+                            ctx->lcf->trusted_ip, value);
 }
 
 
 int
-ngx_http_gray_lookup(void *data, gray_attr_t attr, gray_str_t name,
+ngx_http_gray_lookup(void *data, const gray_policy_t *p, uint32_t slot,
     gray_str_t *value, char *scratch, size_t scratch_size)
 {
-    size_t                i;
-    u_char                c;
-    ngx_uint_t            hash;
+    gray_str_t            args;
     ngx_table_elt_t      *h;
     ngx_http_request_t   *r;
+    const gray__slot     *sl;
     ngx_http_gray_ctx_t  *ctx;
 
     ctx = data;
     r = ctx->r;
+    sl = &p->slots[slot];
 
-    switch (attr) {
+    switch (sl->attr) {
 
     case GRAY_ATTR_HEADER:
-        /* nginx's hash of a name, as its HTTP/1 parser computes it, covers
-         * only a-z, 0-9 and '-' (and '_' with underscores_in_headers on);
-         * a name with any other character is compared by name alone */
-        hash = 0;
-        for (i = 0; i < name.len; i++) {
-            c = (u_char) name.p[i];
-
-            if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) {
-                hash = 0;
-                break;
+        if (slot < NGX_HTTP_GRAY_ATTR_SLOTS) {
+            if (!ctx->slot_headers) {
+                ngx_http_gray_scan_headers(ctx);
             }
 
-            hash = ngx_hash(hash, c); /* as ngx_hash_key */
+            if (!(ctx->slot_found & ((uint32_t) 1 << slot))) {
+                return 0;
+            }
+
+            *value = ctx->sval[slot];
+            return 1;
         }
 
-        h = ngx_http_gray_find_header(r, hash, (const u_char *) name.p,
-                                      name.len);
+        h = ngx_http_gray_find_header(r, (ngx_uint_t) sl->hash31,
+                                      (const u_char *) sl->name.p,
+                                      sl->name.len);
         if (h == NULL) {
             return 0;
         }
@@ -424,10 +412,15 @@ ngx_http_gray_lookup(void *data, gray_attr_t attr, gray_str_t name,
         return 1;
 
     case GRAY_ATTR_COOKIE:
-        return ngx_http_gray_cookie(ctx, name, value);
+        return ngx_http_gray_cookie(ctx, slot, value);
 
     case GRAY_ATTR_PARAM:
-        return ngx_http_gray_param(ctx, name, value, scratch, scratch_size);
+        if (r->args.len == 0) {
+            return 0;
+        }
+        args.p = (const char *) r->args.data;
+        args.len = r->args.len;
+        return gray_query_find(args, sl->name, value, scratch, scratch_size);
 
     case GRAY_ATTR_IP:
         return ngx_http_gray_client_ip(ctx, value);

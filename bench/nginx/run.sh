@@ -41,7 +41,11 @@
 # (1: with 2+ CPUs, the proxy on the last CPU and wrk and the backend on the
 # others; 0: no pinning; default 1), BENCH_NGINX_MAX_FOREIGN (a run during
 # which other processes used more than this % of one CPU is tried again;
-# default 15), BENCH_NGINX_TRIES (attempts per run, default 3).
+# default 15), BENCH_NGINX_TRIES (attempts per run, default 3),
+# BENCH_NGINX_INSTR (0: no instruction count), BENCH_NGINX_INSTR_SECONDS
+# (default 5), BENCH_NGINX_CALLGRIND_DIR (keep each configuration's callgrind
+# profile there, NAME.callgrind.out with NAME.requests, for callgrind_annotate),
+# BENCH_NGINX_CALLGRIND_OPTS (more valgrind options, e.g. --dump-instr=yes).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 here=$root/bench/nginx
@@ -444,7 +448,9 @@ instr_per_req() { # instr_per_req NAME: sets instr_result (empty: no figure)
   instr_result=""
   render "${c}_cg" "$c.conf" "$(free_port)"
   port=$(cat "$dir/port")
-  valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$dir/callgrind.out" \
+  # shellcheck disable=SC2086 # BENCH_NGINX_CALLGRIND_OPTS: words on purpose
+  valgrind --tool=callgrind --instr-atstart=no ${BENCH_NGINX_CALLGRIND_OPTS:-} \
+    --callgrind-out-file="$dir/callgrind.out" \
     "$nginx" -p "$dir/" -c "$dir/nginx.conf" -e "$dir/error.log" -g 'daemon off; master_process off;' \
     >"$dir/valgrind.log" 2>&1 &
   vpid=$!
@@ -467,6 +473,12 @@ instr_per_req() { # instr_per_req NAME: sets instr_result (empty: no figure)
     return 0
   fi
   instr_result=$(awk -v i="$ir" -v n="$n" 'BEGIN {printf "%.0f", i / n}')
+  # For callgrind_annotate: the profile and its request count, kept.
+  if [ -n "${BENCH_NGINX_CALLGRIND_DIR:-}" ]; then
+    mkdir -p "$BENCH_NGINX_CALLGRIND_DIR" &&
+      cp "$dir/callgrind.out" "$BENCH_NGINX_CALLGRIND_DIR/$c.callgrind.out" &&
+      echo "$n" >"$BENCH_NGINX_CALLGRIND_DIR/$c.requests"
+  fi
 }
 instr_secs=${BENCH_NGINX_INSTR_SECONDS:-5}
 if [ "${BENCH_NGINX_INSTR:-1}" = 1 ] && command -v valgrind >/dev/null && command -v callgrind_control >/dev/null; then

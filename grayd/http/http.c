@@ -478,6 +478,7 @@ int gd_req_query_param(const gd_req *r, const char *name, char *buf, size_t size
   gray_str_t q = {r->head.query, strlen(r->head.query)};
   gray_str_t n = {name, strlen(name)}, v;
   if (size == 0 || !gray_query_find(q, n, &v, buf, size - 1)) return 0;
+  if (v.p != buf) memmove(buf, v.p, v.len); /* borrowed: nothing was decoded */
   buf[v.len] = '\0';
   if (memchr(buf, '\0', v.len)) return 0; /* an encoded NUL is never a valid value */
   return 1;

@@ -87,7 +87,8 @@ GRAY_EXTERN int gray_cookie_find(gray_str_t header, gray_str_t name,
                                  gray_str_t *value);
 /* Find parameter `name` in a raw query string ("a=1&b=x%20y"); the first
  * occurrence counts. Names are compared after URL-decoding; the value is
- * decoded ('+' is a space) into scratch. Returns 1 found, 0 absent, 0 also
+ * decoded ('+' is a space) into scratch, or borrowed from query when it has
+ * nothing to decode. Returns 1 found, 0 absent, 0 also
  * when the decoded value would not fit in scratch_size. Pure. */
 GRAY_EXTERN int gray_query_find(gray_str_t query, gray_str_t name,
                                 gray_str_t *value, char *scratch,

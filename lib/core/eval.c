@@ -16,13 +16,54 @@ struct gray_trace_s {
   int oom;
 };
 
+/* A decision looks an attribute that several conditions test up once: the
+ * values of such slots (among the first GRAY__SLOTS_CACHED) are kept for
+ * the later conditions, unless the lookup decoded the value into the
+ * scratch buffer, which the next lookup may overwrite. */
 typedef struct ectx {
-  const gray_request_t *req;
+  const gray_policy_t *p;
+  const gray_request_t *req;    /* NULL: slot_lookup */
+  gray__slot_lookup_fn slot_lookup;
+  void *slot_ctx;
   gray_trace_t *trace;
   int rule_index;
   const char *rule;
+  uint64_t done, have; /* bit i: slot i */
+  gray_str_t vals[GRAY__SLOTS_CACHED];
   char scratch[GRAY_SCRATCH_MAX];
 } ectx;
+
+/* The value of slot i of the policy; 1 present, 0 absent. shared: other
+ * conditions read it too. */
+static inline __attribute__((always_inline)) int attr_value(ectx *x, uint32_t i, int shared,
+                                                            gray_str_t *v) {
+  uint64_t bit = 0;
+  if (shared && i < GRAY__SLOTS_CACHED) {
+    bit = (uint64_t)1 << i;
+    if (x->done & bit) {
+      *v = x->vals[i];
+      return (x->have & bit) != 0;
+    }
+  }
+  gray_str_t r = {NULL, 0};
+  int have;
+  if (x->req) {
+    const gray__slot *sl = &x->p->slots[i];
+    have = x->req->lookup(x->req->ctx, sl->attr, sl->name, &r, x->scratch, sizeof x->scratch);
+  } else {
+    have = x->slot_lookup(x->slot_ctx, x->p, i, &r, x->scratch, sizeof x->scratch);
+  }
+  if (have && !r.p) r.p = "";
+  *v = r;
+  if (bit && !(r.p >= x->scratch && r.p < x->scratch + sizeof x->scratch)) {
+    x->done |= bit;
+    if (have) {
+      x->have |= bit;
+      x->vals[i] = r;
+    }
+  }
+  return have;
+}
 
 gray_trace_t *gray_trace_new(void) { return gray__calloc(1, sizeof(gray_trace_t)); }
 
@@ -130,12 +171,9 @@ static int rx_match(const gray__node *n, gray_str_t v) {
   return rx_match_interp(n, v);
 }
 
-static int eval_cond(ectx *x, const gray__node *n, gray_str_t *val, int *have, const char **note) {
-  gray_str_t v = {NULL, 0};
-  *have = x->req->lookup(x->req->ctx, n->attr, n->attr_name, &v, x->scratch, sizeof x->scratch);
-  if (*have && !v.p) v.p = "";
-  *val = v;
-  if (!*have) return 0;
+/* Does the attribute's value v pass the condition n? */
+static inline __attribute__((always_inline)) int cond_test(const gray__node *n, gray_str_t v,
+                                                           const char **note) {
   switch (n->op) {
     case GRAY__OP_EQ:
       return str_eq(v, n->value);
@@ -246,10 +284,16 @@ static void trace_cond(ectx *x, size_t slot, const gray__node *n, gray_str_t v, 
   if (!have) it->pub.note = NULL;
 }
 
-static int eval_node(ectx *x, const gray__node *n, int depth) {
+/* eval_node and eval_traced are one function compiled twice: without the
+ * trace's bookkeeping (gray_decide) and with it (gray_explain). */
+static int eval_node(ectx *x, const gray__node *n, int depth);
+static int eval_traced(ectx *x, const gray__node *n, int depth);
+
+static inline __attribute__((always_inline)) int eval_any(ectx *x, const gray__node *n,
+                                                          int depth, const int traced) {
   size_t slot = (size_t)-1;
   int r = 0;
-  if (x->trace) {
+  if (traced) {
     static const gray_trace_kind_t kinds[] = {0, GRAY_TRACE_ALL, GRAY_TRACE_ANY, GRAY_TRACE_NOT,
                                               GRAY_TRACE_COND};
     slot = trace_push(x, kinds[n->kind], depth);
@@ -258,32 +302,38 @@ static int eval_node(ectx *x, const gray__node *n, int depth) {
     case GRAY__N_ALL:
       r = 1;
       for (uint32_t i = 0; i < n->nkids; i++)
-        if (!eval_node(x, n->kids[i], depth + 1)) {
+        if (!(traced ? eval_traced : eval_node)(x, n->kids[i], depth + 1)) {
           r = 0;
           break;
         }
       break;
     case GRAY__N_ANY:
       for (uint32_t i = 0; i < n->nkids; i++)
-        if (eval_node(x, n->kids[i], depth + 1)) {
+        if ((traced ? eval_traced : eval_node)(x, n->kids[i], depth + 1)) {
           r = 1;
           break;
         }
       break;
     case GRAY__N_NOT:
-      r = !eval_node(x, n->kids[0], depth + 1);
+      r = !(traced ? eval_traced : eval_node)(x, n->kids[0], depth + 1);
       break;
     case GRAY__N_COND: {
       gray_str_t v;
-      int have;
       const char *note = NULL;
-      r = eval_cond(x, n, &v, &have, &note);
+      int have = attr_value(x, n->slot, n->slot_shared, &v);
+      r = have && cond_test(n, v, &note);
       if (slot != (size_t)-1) trace_cond(x, slot, n, v, have, note);
       break;
     }
   }
   if (slot != (size_t)-1) x->trace->items[slot].pub.result = r;
   return r;
+}
+
+static int eval_node(ectx *x, const gray__node *n, int depth) { return eval_any(x, n, depth, 0); }
+
+static int eval_traced(ectx *x, const gray__node *n, int depth) {
+  return eval_any(x, n, depth, 1);
 }
 
 static int tag_valid(gray_str_t t) {
@@ -311,7 +361,7 @@ static void run(const gray_policy_t *p, ectx *x, gray_decision_t *out) {
     x->rule_index = (int)i;
     x->rule = ru->name.p;
     if (x->trace) slot = trace_push(x, GRAY_TRACE_RULE, 0);
-    int m = !ru->when || eval_node(x, ru->when, 1);
+    int m = !ru->when || (x->trace ? eval_traced : eval_node)(x, ru->when, 1);
     if (slot != (size_t)-1) x->trace->items[slot].pub.result = m;
     if (m) {
       out->rule_index = (int)i;
@@ -322,24 +372,38 @@ static void run(const gray_policy_t *p, ectx *x, gray_decision_t *out) {
     }
   }
   if (!out->tag.p) {
-    gray_str_t t = {NULL, 0};
-    static const gray_str_t none = {"", 0};
-    if (x->req->lookup(x->req->ctx, GRAY_ATTR_TAG, none, &t, x->scratch, sizeof x->scratch) &&
-        tag_valid(t))
-      out->tag = t;
+    gray_str_t t;
+    if (attr_value(x, p->tag_slot, p->tag_shared, &t) && tag_valid(t)) out->tag = t;
   }
+}
+
+static void ectx_init(ectx *x, const gray_policy_t *p) {
+  x->p = p;
+  x->trace = NULL;
+  x->done = x->have = 0;
 }
 
 void gray_decide(const gray_policy_t *p, const gray_request_t *req, gray_decision_t *out) {
   ectx x;
+  ectx_init(&x, p);
   x.req = req;
-  x.trace = NULL;
+  run(p, &x, out);
+}
+
+void gray__decide_slots(const gray_policy_t *p, gray__slot_lookup_fn lookup, void *ctx,
+                        gray_decision_t *out) {
+  ectx x;
+  ectx_init(&x, p);
+  x.req = NULL;
+  x.slot_lookup = lookup;
+  x.slot_ctx = ctx;
   run(p, &x, out);
 }
 
 int gray_explain(const gray_policy_t *p, const gray_request_t *req, gray_decision_t *out,
                  gray_trace_t *trace) {
   ectx x;
+  ectx_init(&x, p);
   x.req = req;
   x.trace = trace;
   trace->count = 0;

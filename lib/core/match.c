@@ -6,39 +6,43 @@
 
 #include "core/model.h"
 
-/* Dotted-quad IPv4 without leading zeros games: four decimal octets. This
- * is the hot path of `cidr`, so it avoids the copy inet_pton needs. */
-static int ip4_parse(const char *p, size_t len, uint8_t out[4]) {
-  size_t i = 0;
-  for (int part = 0; part < 4; part++) {
-    unsigned v = 0, digits = 0;
-    while (i < len && p[i] >= '0' && p[i] <= '9' && digits < 4) {
-      v = v * 10 + (unsigned)(p[i++] - '0');
+/* Dotted-quad IPv4 as inet_pton reads it: four decimal octets of 1-3
+ * digits, no leading zeros ("010" is refused). This is the hot path of
+ * `cidr` and of the trusted-proxy checks, so it is one pass with no copy.
+ * Returns 1 and out (IPv4-mapped IPv6), 0 not an IP address, -1 when the
+ * text is no IPv4 address but has a ':' (an IPv6 candidate). */
+static int ip4_parse(const char *p, size_t len, uint8_t out[16]) {
+  static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  uint8_t v4[4];
+  unsigned part = 0, v = 0, digits = 0;
+  for (size_t i = 0; i < len; i++) {
+    unsigned c = (unsigned char)p[i];
+    if (c - '0' < 10) {
+      if (digits == 3 || (digits == 1 && v == 0)) goto not4;
+      v = v * 10 + (c - '0');
       digits++;
-    }
-    /* inet_pton refuses leading zeros ("010"): so do we. */
-    if (!digits || digits > 3 || v > 255 || (digits > 1 && p[i - digits] == '0')) return 0;
-    out[part] = (uint8_t)v;
-    if (part < 3) {
-      if (i >= len || p[i] != '.') return 0;
-      i++;
+    } else if (c == '.') {
+      if (!digits || v > 255 || part == 3) goto not4;
+      v4[part++] = (uint8_t)v;
+      v = digits = 0;
+    } else {
+      goto not4;
     }
   }
-  return i == len;
+  if (part != 3 || !digits || v > 255) goto not4;
+  v4[3] = (uint8_t)v;
+  memcpy(out, mapped, sizeof mapped);
+  memcpy(out + 12, v4, 4);
+  return 1;
+not4:
+  return memchr(p, ':', len) ? -1 : 0;
 }
 
 int gray__ip_parse(const char *p, size_t len, uint8_t out[16]) {
   char buf[64];
   if (len == 0 || len >= sizeof buf) return 0;
-  if (!memchr(p, ':', len)) {
-    uint8_t v4[4];
-    if (!ip4_parse(p, len, v4)) return 0;
-    memset(out, 0, 10);
-    out[10] = 0xff;
-    out[11] = 0xff;
-    memcpy(out + 12, v4, 4);
-    return 1;
-  }
+  int r = ip4_parse(p, len, out);
+  if (r >= 0) return r;
   memcpy(buf, p, len);
   buf[len] = '\0';
   if (memchr(buf, '\0', len)) return 0;

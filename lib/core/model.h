@@ -97,12 +97,31 @@ struct gray__node {
   uint32_t ncidrs;
   uint32_t pct_from, pct_to; /* basis points */
   gray_str_t salt;           /* percent */
+  uint32_t slot;             /* index into the policy's slots (gray__set_finish) */
+  int slot_shared;           /* another condition (or the tag) reads it too */
 };
 
 typedef struct gray__rule {
   gray_str_t name, route, tag, salt; /* tag.p / salt.p NULL when unset */
   gray__node *when;                  /* NULL: always */
 } gray__rule;
+
+/* One distinct attribute a policy reads (kind and name): its conditions
+ * refer to it by index, so a decision looks each one up once however many
+ * conditions test it, and an executor can find several in one pass over
+ * its request (the header slots' names with their hashes). */
+typedef struct gray__slot {
+  gray_attr_t attr;
+  gray_str_t name; /* header (lower-case), cookie, param name; else empty */
+  /* header: the name's hash as nginx computes it for a request header
+   * (h = h * 31 + c over the lower-case name, see ngx_hash), or 0 when the
+   * name has a character outside a-z, 0-9 and '-', which nginx's parser
+   * leaves out of its hash; 0 for the other kinds */
+  uint64_t hash31;
+} gray__slot;
+
+/* Decisions cache the first GRAY__SLOTS_CACHED slots' values. */
+#define GRAY__SLOTS_CACHED 64
 
 struct gray_policy_s {
   gray_str_t service;
@@ -112,7 +131,27 @@ struct gray_policy_s {
   uint32_t nrules;
   uint32_t nconds;
   uint32_t order; /* position in the input, for error reports */
+  gray__slot *slots; /* the distinct attributes, in order of first use */
+  uint32_t nslots;
+  uint32_t tag_slot;  /* `tag`, which every decision without a rule tag reads */
+  int tag_shared;     /* a condition reads `tag` too */
+  uint32_t *header_slots; /* indexes of the header slots, ascending */
+  uint32_t nheader_slots;
+  uint32_t *cookie_slots; /* indexes of the cookie slots, ascending */
+  uint32_t ncookie_slots;
+  /* bit (hash31 % 64) set for each header slot: a header whose hash has
+   * no bit here is none of them (unless header_by_name) */
+  uint64_t header_bloom;
+  int header_by_name; /* some header slot has hash31 0 */
 };
+
+/* gray_decide with a lookup that is given the slot (its index in p->slots)
+ * instead of the kind and name: for an executor that resolves several
+ * slots at once. Same contract as gray_lookup_fn otherwise. */
+typedef int (*gray__slot_lookup_fn)(void *ctx, const gray_policy_t *p, uint32_t slot,
+                                    gray_str_t *value, char *scratch, size_t scratch_size);
+void gray__decide_slots(const gray_policy_t *p, gray__slot_lookup_fn lookup, void *ctx,
+                        gray_decision_t *out);
 
 typedef struct gray__regex_list gray__regex_list;
 

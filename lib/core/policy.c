@@ -69,8 +69,103 @@ static int policy_cmp(const void *a, const void *b) {
   return x->order < y->order ? -1 : x->order > y->order;
 }
 
+/* ---- attribute slots ------------------------------------------------------ */
+
+typedef struct slot_builder {
+  gray__arena *arena;
+  gray_policy_t *p;
+  uint32_t cap;
+  uint32_t *uses; /* per slot, while building (at most GRAY__SLOTS_CACHED counted) */
+} slot_builder;
+
+static uint64_t header_hash31(gray_str_t name) {
+  uint64_t h = 0;
+  for (size_t i = 0; i < name.len; i++) {
+    unsigned char c = (unsigned char)name.p[i];
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) return 0;
+    h = h * 31 + c;
+  }
+  return h;
+}
+
+/* The index of (attr, name) in p->slots, added when new; UINT32_MAX when
+ * out of memory. */
+static uint32_t slot_of(slot_builder *b, gray_attr_t attr, gray_str_t name) {
+  gray_policy_t *p = b->p;
+  for (uint32_t i = 0; i < p->nslots; i++)
+    if (p->slots[i].attr == attr && p->slots[i].name.len == name.len &&
+        (name.len == 0 || !memcmp(p->slots[i].name.p, name.p, name.len)))
+      return i;
+  if (p->nslots == b->cap) {
+    uint32_t cap = b->cap ? b->cap * 2 : 8;
+    gray__slot *n = gray__arena_alloc(b->arena, cap * sizeof(*n));
+    if (!n) return UINT32_MAX;
+    if (p->nslots) memcpy(n, p->slots, p->nslots * sizeof(*n));
+    p->slots = n;
+    b->cap = cap;
+  }
+  gray__slot *s = &p->slots[p->nslots];
+  s->attr = attr;
+  s->name = name;
+  s->hash31 = attr == GRAY_ATTR_HEADER ? header_hash31(name) : 0;
+  return p->nslots++;
+}
+
+/* pass 0 assigns slots and counts their uses; pass 1 marks the shared. */
+static int slots_of_node(slot_builder *b, gray__node *n, int pass) {
+  if (n->kind != GRAY__N_COND) {
+    for (uint32_t i = 0; i < n->nkids; i++)
+      if (slots_of_node(b, n->kids[i], pass) != GRAY_OK) return GRAY_ENOMEM;
+    return GRAY_OK;
+  }
+  if (pass == 1) {
+    n->slot_shared = n->slot < GRAY__SLOTS_CACHED && b->uses[n->slot] > 1;
+    return GRAY_OK;
+  }
+  n->slot = slot_of(b, n->attr, n->attr_name);
+  if (n->slot == UINT32_MAX) return GRAY_ENOMEM;
+  if (n->slot < GRAY__SLOTS_CACHED) b->uses[n->slot]++;
+  return GRAY_OK;
+}
+
+static int policy_slots(gray__arena *a, gray_policy_t *p) {
+  static const gray_str_t none = {"", 0};
+  uint32_t uses[GRAY__SLOTS_CACHED] = {0};
+  slot_builder b = {a, p, 0, uses};
+  p->slots = NULL;
+  p->nslots = 0;
+  for (int pass = 0; pass < 2; pass++) {
+    for (uint32_t i = 0; i < p->nrules; i++)
+      if (p->rules[i].when && slots_of_node(&b, p->rules[i].when, pass) != GRAY_OK)
+        return GRAY_ENOMEM;
+    if (pass == 1) break;
+    /* a decision without a rule's tag reads `tag` once more */
+    p->tag_slot = slot_of(&b, GRAY_ATTR_TAG, none);
+    if (p->tag_slot == UINT32_MAX) return GRAY_ENOMEM;
+    if (p->tag_slot < GRAY__SLOTS_CACHED) uses[p->tag_slot]++;
+  }
+  p->tag_shared = p->tag_slot < GRAY__SLOTS_CACHED && uses[p->tag_slot] > 1;
+  p->nheader_slots = p->ncookie_slots = 0;
+  p->header_bloom = 0;
+  p->header_by_name = 0;
+  p->header_slots = gray__arena_alloc(a, p->nslots * sizeof(*p->header_slots));
+  p->cookie_slots = gray__arena_alloc(a, p->nslots * sizeof(*p->cookie_slots));
+  if (!p->header_slots || !p->cookie_slots) return GRAY_ENOMEM;
+  for (uint32_t i = 0; i < p->nslots; i++) {
+    if (p->slots[i].attr == GRAY_ATTR_HEADER) {
+      p->header_slots[p->nheader_slots++] = i;
+      p->header_bloom |= (uint64_t)1 << (p->slots[i].hash31 % 64);
+      if (!p->slots[i].hash31) p->header_by_name = 1;
+    }
+    if (p->slots[i].attr == GRAY_ATTR_COOKIE) p->cookie_slots[p->ncookie_slots++] = i;
+  }
+  return GRAY_OK;
+}
+
 int gray__set_finish(gray_policyset_t *set, size_t *dup) {
   size_t n = set->npolicies;
+  for (size_t i = 0; i < n; i++)
+    if (policy_slots(&set->arena, &set->policies[i]) != GRAY_OK) return GRAY_ENOMEM;
   for (size_t i = 0; i < n; i++) set->policies[i].order = (uint32_t)i;
   if (n > 1) qsort(set->policies, n, sizeof(*set->policies), policy_cmp);
   /* Report the later of two policies for the same service: that is the

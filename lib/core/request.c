@@ -153,7 +153,13 @@ int gray_query_find(gray_str_t query, gray_str_t name, gray_str_t *value, char *
     if (p < end) p++; /* skip '&' */
     if (kend == k) continue;
     if (!key_matches(k, (size_t)(kend - k), name)) continue;
-    size_t n = url_decode(v, (size_t)(vend - v), scratch, scratch_size);
+    size_t vlen = (size_t)(vend - v);
+    if (vlen <= scratch_size && !memchr(v, '%', vlen) && !memchr(v, '+', vlen)) {
+      value->p = v; /* nothing to decode */
+      value->len = vlen;
+      return 1;
+    }
+    size_t n = url_decode(v, vlen, scratch, scratch_size);
     if (n == (size_t)-1) return 0;
     value->p = scratch;
     value->len = n;

@@ -508,7 +508,8 @@ static int parse_doc(pctx *c, json_t *root, int flags) {
     if (!c->set->policies) return fail(c, GRAY_ENOMEM, "out of memory");
     if ((rc = parse_policy(c, root, &c->set->policies[0]))) return rc;
     c->set->npolicies = 1;
-    return GRAY_OK;
+    rc = gray__set_finish(c->set, NULL);
+    return rc ? fail(c, rc, "out of memory") : GRAY_OK;
   }
   static const char *const keys[] = {"revision", "policies", NULL};
   if ((rc = check_keys(c, root, keys, "revision, policies"))) return rc;

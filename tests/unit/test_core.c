@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include "core/model.h"
+#include "gray/json.h"
 
 static gray_str_t S(const char *s) {
   gray_str_t r = {s, strlen(s)};
@@ -142,6 +143,57 @@ static void test_xff_client(void **state) {
   assert_int_equal(gray__xff_client(NULL, 0, trust_ten, &calls, &out), 0);
 }
 
+/* nginx's hash of a header name (ngx_hash_key over the lower-case name). */
+static uint64_t ngx_hash_of(const char *s) {
+  uint64_t h = 0;
+  for (; *s; s++) h = h * 31 + (unsigned char)*s;
+  return h;
+}
+
+/* The compiled policy's attribute slots: one per distinct attribute in order
+ * of first use, `tag` last when no condition reads it, header hashes as nginx
+ * computes them (0 for a name nginx does not hash), the shared marks. */
+static void test_policy_slots(void **state) {
+  (void)state;
+  static const char text[] =
+      "{\"service\": \"s\", \"default\": \"v1\", \"rules\": ["
+      " {\"name\": \"a\", \"route\": \"v2\", \"when\": {\"any\": ["
+      "   {\"attr\": \"header:User-Agent\", \"op\": \"exists\"},"
+      "   {\"attr\": \"cookie:uid\", \"op\": \"eq\", \"value\": \"1\"},"
+      "   {\"attr\": \"header:x_under\", \"op\": \"exists\"}]}},"
+      " {\"name\": \"b\", \"route\": \"v3\", \"when\": {\"not\":"
+      "   {\"attr\": \"header:user-agent\", \"op\": \"eq\", \"value\": \"x\"}}}]}";
+  gray_policyset_t *set = NULL;
+  gray_error_t err;
+  assert_int_equal(gray_policyset_parse(text, sizeof text - 1, GRAY_PARSE_ONE, &set, &err), GRAY_OK);
+  const gray_policy_t *p = gray_policyset_at(set, 0);
+  assert_int_equal(p->nslots, 4);
+  assert_int_equal(p->slots[0].attr, GRAY_ATTR_HEADER);
+  assert_memory_equal(p->slots[0].name.p, "user-agent", 10);
+  assert_true(p->slots[0].hash31 == ngx_hash_of("user-agent"));
+  assert_int_equal(p->slots[1].attr, GRAY_ATTR_COOKIE);
+  assert_true(p->slots[1].hash31 == 0);
+  assert_int_equal(p->slots[2].attr, GRAY_ATTR_HEADER);
+  assert_true(p->slots[2].hash31 == 0); /* '_' is not in nginx's hash */
+  assert_int_equal(p->slots[3].attr, GRAY_ATTR_TAG);
+  assert_int_equal(p->tag_slot, 3);
+  assert_false(p->tag_shared);
+  assert_int_equal(p->nheader_slots, 2);
+  assert_int_equal(p->header_slots[0], 0);
+  assert_int_equal(p->header_slots[1], 2);
+  assert_int_equal(p->ncookie_slots, 1);
+  assert_int_equal(p->cookie_slots[0], 1);
+  assert_true(p->header_by_name);
+  assert_true(p->header_bloom == (((uint64_t)1 << (ngx_hash_of("user-agent") % 64)) | 1));
+  /* user-agent is tested by both rules */
+  const gray__node *any = p->rules[0].when;
+  assert_int_equal(any->kids[0]->slot, 0);
+  assert_true(any->kids[0]->slot_shared);
+  assert_false(any->kids[1]->slot_shared);
+  assert_int_equal(p->rules[1].when->kids[0]->slot, 0);
+  gray_policyset_release(set);
+}
+
 static void test_query_find(void **state) {
   (void)state;
   char scratch[64];
@@ -149,8 +201,14 @@ static void test_query_find(void **state) {
   assert_true(gray_query_find(S("a=1&uid=x%20y+z&uid=2"), S("uid"), &v, scratch, sizeof scratch));
   assert_int_equal(v.len, 5);
   assert_memory_equal(v.p, "x y z", 5);
+  assert_true(v.p == scratch); /* decoded */
   assert_true(gray_query_find(S("?u%69d=7"), S("uid"), &v, scratch, sizeof scratch));
   assert_memory_equal(v.p, "7", 1);
+  /* nothing to decode: borrowed from the query string */
+  static const char q[] = "a=1&uid=5000007&b=2";
+  assert_true(gray_query_find((gray_str_t){q, sizeof q - 1}, S("uid"), &v, scratch, sizeof scratch));
+  assert_true(v.p == q + 8);
+  assert_int_equal(v.len, 7);
   assert_true(gray_query_find(S("flag&x=1"), S("flag"), &v, scratch, sizeof scratch));
   assert_int_equal(v.len, 0);
   assert_true(gray_query_find(S("p=%zz%4"), S("p"), &v, scratch, sizeof scratch));
@@ -304,7 +362,7 @@ static void test_host_valid(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_murmur3_vectors), cmocka_unit_test(test_percent_bucket_streams),
-      cmocka_unit_test(test_cookie_find), cmocka_unit_test(test_cookie_next), cmocka_unit_test(test_xff_client),     cmocka_unit_test(test_query_find),
+      cmocka_unit_test(test_cookie_find), cmocka_unit_test(test_cookie_next), cmocka_unit_test(test_xff_client),     cmocka_unit_test(test_query_find), cmocka_unit_test(test_policy_slots),
       cmocka_unit_test(test_ip_and_cidr),     cmocka_unit_test(test_numbers),
       cmocka_unit_test(test_mod),             cmocka_unit_test(test_err_table),
       cmocka_unit_test(test_quote),           cmocka_unit_test(test_host_valid),

@@ -149,6 +149,81 @@ static void test_decide_and_tags(void **state) {
   gray_policyset_release(set);
 }
 
+/* A lookup that counts its calls per attribute and decodes every param
+ * into scratch (as a URL-decoding executor may), over a gray_kv_request_t. */
+typedef struct counting {
+  gray_kv_request_t kv;
+  int calls[16];
+  int borrow; /* 1: params are not copied into scratch */
+} counting;
+
+static int counting_lookup(void *ctx, gray_attr_t attr, gray_str_t name, gray_str_t *value,
+                           char *scratch, size_t scratch_size) {
+  counting *c = ctx;
+  c->calls[attr]++;
+  if (!gray_kv_lookup(&c->kv, attr, name, value, scratch, scratch_size)) return 0;
+  if (attr == GRAY_ATTR_PARAM && !c->borrow) {
+    memmove(scratch, value->p, value->len);
+    value->p = scratch;
+  }
+  return 1;
+}
+
+/* Each attribute is looked up once per decision however many conditions
+ * test it (and `tag` once more only when it is not already known); a value
+ * decoded into scratch is looked up again rather than read after the next
+ * lookup overwrote it. */
+static void test_lookup_once_per_attribute(void **state) {
+  (void)state;
+  gray_policyset_t *set = parse(
+      "{\"service\": \"s\", \"default\": \"v1\", \"rules\": ["
+      " {\"name\": \"a\", \"route\": \"v2\", \"when\": {\"all\": ["
+      "   {\"attr\": \"header:x-a\", \"op\": \"eq\", \"value\": \"1\"},"
+      "   {\"attr\": \"param:p\", \"op\": \"eq\", \"value\": \"no\"}]}},"
+      " {\"name\": \"b\", \"route\": \"v3\", \"when\": {\"all\": ["
+      "   {\"attr\": \"header:X-A\", \"op\": \"exists\"},"
+      "   {\"attr\": \"param:q\", \"op\": \"eq\", \"value\": \"qq\"},"
+      "   {\"attr\": \"param:p\", \"op\": \"eq\", \"value\": \"pp\"},"
+      "   {\"attr\": \"tag\", \"op\": \"ne\", \"value\": \"x\"}]}}]}",
+      GRAY_PARSE_ONE);
+  assert_non_null(set);
+  const gray_policy_t *p = gray_policyset_at(set, 0);
+  gray_kv_t hdr[] = {{S("X-A"), S("1")}};
+  counting c;
+  memset(&c, 0, sizeof c);
+  c.kv.headers = hdr;
+  c.kv.nheaders = 1;
+  c.kv.query = S("p=pp&q=qq");
+  c.kv.tag = S("lane");
+  gray_request_t req = {counting_lookup, &c};
+  gray_decision_t d;
+  gray_decide(p, &req, &d);
+  assert_int_equal(d.rule_index, 1);
+  assert_memory_equal(d.version.p, "v3", 2);
+  assert_memory_equal(d.tag.p, "lane", 4); /* no rule tag: the incoming one */
+  assert_int_equal(c.calls[GRAY_ATTR_HEADER], 1); /* x-a, tested twice */
+  assert_int_equal(c.calls[GRAY_ATTR_TAG], 1);    /* by rule b and for the tag */
+  /* p's value lived in scratch, which q's lookup overwrote: p again */
+  assert_int_equal(c.calls[GRAY_ATTR_PARAM], 3);
+
+  /* the same through gray_explain */
+  memset(c.calls, 0, sizeof c.calls);
+  gray_trace_t *t = gray_trace_new();
+  assert_int_equal(gray_explain(p, &req, &d, t), GRAY_OK);
+  assert_int_equal(d.rule_index, 1);
+  assert_int_equal(c.calls[GRAY_ATTR_HEADER], 1);
+  assert_int_equal(c.calls[GRAY_ATTR_PARAM], 3);
+  gray_trace_free(t);
+
+  /* values borrowed from the request are kept: p and q once each */
+  memset(c.calls, 0, sizeof c.calls);
+  c.borrow = 1;
+  gray_decide(p, &req, &d);
+  assert_int_equal(d.rule_index, 1);
+  assert_int_equal(c.calls[GRAY_ATTR_PARAM], 2);
+  gray_policyset_release(set);
+}
+
 static void test_explain_trace(void **state) {
   (void)state;
   gray_policyset_t *set = parse(SET, GRAY_PARSE_ANY);
@@ -378,7 +453,7 @@ int main(void) {
       cmocka_unit_test(test_load_file_errors), cmocka_unit_test(test_decide_and_tags),
       cmocka_unit_test(test_explain_trace),  cmocka_unit_test(test_percent_property),
       cmocka_unit_test(test_decide_allocates_nothing), cmocka_unit_test(test_threads),
-      cmocka_unit_test(test_regex_limit),
+      cmocka_unit_test(test_regex_limit), cmocka_unit_test(test_lookup_once_per_attribute),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
