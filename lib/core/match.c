@@ -14,23 +14,21 @@
 static int ip4_parse(const char *p, size_t len, uint8_t out[16]) {
   static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
   uint8_t v4[4];
-  unsigned part = 0, v = 0, digits = 0;
-  for (size_t i = 0; i < len; i++) {
-    unsigned c = (unsigned char)p[i];
-    if (c - '0' < 10) {
-      if (digits == 3 || (digits == 1 && v == 0)) goto not4;
-      v = v * 10 + (c - '0');
-      digits++;
-    } else if (c == '.') {
-      if (!digits || v > 255 || part == 3) goto not4;
-      v4[part++] = (uint8_t)v;
-      v = digits = 0;
-    } else {
-      goto not4;
+  const unsigned char *q = (const unsigned char *)p, *e = q + len;
+  for (int part = 0; part < 4; part++) {
+    const unsigned char *s = q;
+    unsigned v = 0;
+    /* v may wrap on a long run of digits: n > 3 refuses it anyway */
+    while (q < e && (unsigned)(*q - '0') < 10) v = v * 10 + (unsigned)(*q++ - '0');
+    size_t n = (size_t)(q - s);
+    if (n == 0 || n > 3 || (n > 1 && *s == '0') || v > 255) goto not4;
+    v4[part] = (uint8_t)v;
+    if (part < 3) {
+      if (q == e || *q != '.') goto not4;
+      q++;
     }
   }
-  if (part != 3 || !digits || v > 255) goto not4;
-  v4[3] = (uint8_t)v;
+  if (q != e) goto not4;
   memcpy(out, mapped, sizeof mapped);
   memcpy(out + 12, v4, 4);
   return 1;
@@ -38,17 +36,22 @@ not4:
   return memchr(p, ':', len) ? -1 : 0;
 }
 
-int gray__ip_parse(const char *p, size_t len, uint8_t out[16]) {
+/* IPv6 (with an embedded IPv4 tail, if any), out of the IPv4 path's way.
+ * Zone ids ("fe80::1%eth0") are refused by inet_pton: they are not
+ * addresses we can route by. */
+static __attribute__((noinline)) int ip6_parse(const char *p, size_t len, uint8_t out[16]) {
   char buf[64];
-  if (len == 0 || len >= sizeof buf) return 0;
-  int r = ip4_parse(p, len, out);
-  if (r >= 0) return r;
+  if (len >= sizeof buf) return 0;
   memcpy(buf, p, len);
   buf[len] = '\0';
   if (memchr(buf, '\0', len)) return 0;
-  /* IPv6 (with an embedded IPv4 tail, if any). Zone ids ("fe80::1%eth0")
-   * are refused by inet_pton: they are not addresses we can route by. */
   return inet_pton(AF_INET6, buf, out) == 1;
+}
+
+int gray__ip_parse(const char *p, size_t len, uint8_t out[16]) {
+  if (len == 0 || len >= 64) return 0;
+  int r = ip4_parse(p, len, out);
+  return r >= 0 ? r : ip6_parse(p, len, out);
 }
 
 int gray__cidr_parse(gray_str_t text, gray__cidr *out, char *msg, size_t msgsz) {

@@ -27,13 +27,18 @@ int gray__cookie_next(gray_str_t header, size_t *pos, gray_str_t *name, gray_str
   const char *p = header.p + *pos, *end = header.p + header.len;
   while (p < end) {
     while (p < end && (is_ows(*p) || *p == ';')) p++;
+    if (p == end) break;
+    /* the pair ends at the next ';'; its name, at the first '=' in it */
+    const char *semi = memchr(p, ';', (size_t)(end - p));
+    if (!semi) semi = end;
     const char *k = p;
-    while (p < end && *p != '=' && *p != ';') p++;
+    const char *eq = memchr(p, '=', (size_t)(semi - p));
+    p = eq ? eq : semi;
     const char *kend = p;
     while (kend > k && is_ows(kend[-1])) kend--;
-    if (p < end && *p == '=') {
+    if (eq) {
       const char *v = ++p;
-      while (p < end && *p != ';') p++;
+      p = semi;
       const char *vend = p;
       while (vend > v && is_ows(vend[-1])) vend--;
       while (v < vend && is_ows(*v)) v++;

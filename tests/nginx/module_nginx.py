@@ -356,11 +356,10 @@ COOKIES = {
 
 @test
 def t_cookies_many(tmp):
-    """The module splits the first Cookie header once per request into a
-    small array and searches the rest of the header only past it: a cookie
-    early, a cookie past the array, the first of a repeated name on either
-    side of the array's end, and a second Cookie header (not read, as in
-    every executor) all decide as the core does."""
+    """The module finds every cookie the policy reads in one pass over the
+    first Cookie header: a cookie early or late in a long header, the first
+    of a repeated name wherever the two are, and a second Cookie header
+    (not read, as in every executor) all decide as the core does."""
     def jar(pairs):
         return ("Cookie", "; ".join("%s=%s" % kv for kv in pairs))
     filler = [("c%d" % i, "no") for i in range(1, 16)]
@@ -402,9 +401,9 @@ PARAMS = {
 
 @test
 def t_params_tested_twice(tmp):
-    """A parameter tested by two rules is parsed once per request (the
-    module keeps the last one): both rules, a missing parameter, another
-    name, an encoded value and one too long to keep all decide as the core
+    """A parameter tested by two rules is looked up once per decision
+    (unless its value had to be decoded): both rules, a missing parameter,
+    another name, encoded values and long ones all decide as the core
     does."""
     with site(tmp, policy_doc(1, PARAMS)) as s:
         cases = [
@@ -422,6 +421,50 @@ def t_params_tested_twice(tmp):
         for target, want in cases:
             got = s.route([], target)[1:4]
             check(got == want, (target[:40], got, want))
+
+
+# 16 header attributes first: the module finds the first 16 header or
+# cookie attributes of a policy in one pass, the later ones one by one.
+MANY = {
+    "service": "order", "default": "v1",
+    "rules": [
+        {"name": "early", "route": "v2", "tag": "early",
+         "when": {"any": [{"attr": "header:x-h%d" % i, "op": "eq", "value": "yes"}
+                          for i in range(16)]}},
+        {"name": "late-header", "route": "v3", "tag": "late-header",
+         "when": {"attr": "header:x-late", "op": "eq", "value": "yes"}},
+        {"name": "late-cookie", "route": "v3", "tag": "late-cookie",
+         "when": {"attr": "cookie:late", "op": "eq", "value": "yes"}},
+        {"name": "odd-late", "route": "v2", "tag": "odd-late",
+         "when": {"all": [{"attr": "header:x_odd", "op": "exists"},
+                          {"attr": "header:x-h3", "op": "eq", "value": "again"}]}},
+    ],
+}
+
+
+@test
+def t_many_attributes(tmp):
+    """A policy reading more header and cookie attributes than the module
+    finds in one pass: the early ones, the later ones (looked for one by
+    one), the first of a repeated header, a name nginx does not hash, and
+    one attribute tested by two rules all decide as the core does."""
+    extra = "    ignore_invalid_headers off;\n"
+    with site(tmp, policy_doc(1, MANY), extra_http=extra) as s:
+        cases = [
+            ([], ("v1", None, None)),
+            ([("X-H0", "yes")], ("v2", "early", "early")),
+            ([("X-H15", "yes")], ("v2", "early", "early")),
+            ([("X-H15", "no"), ("X-H15", "yes")], ("v1", None, None)),  # the first counts
+            ([("X-Late", "yes")], ("v3", "late-header", "late-header")),
+            ([("X-Late", "no"), ("X-Late", "yes")], ("v1", None, None)),
+            ([("Cookie", "a=1; late=yes")], ("v3", "late-cookie", "late-cookie")),
+            ([("Cookie", "late=no; late=yes")], ("v1", None, None)),
+            ([("X_Odd", "1"), ("X-H3", "again")], ("v2", "odd-late", "odd-late")),
+            ([("X-H3", "again")], ("v1", None, None)),
+        ]
+        for headers, want in cases:
+            got = s.route(headers)[1:4]
+            check(got == want, (headers, got, want))
 
 
 ODD_HEADERS = {

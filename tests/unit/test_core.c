@@ -1,4 +1,5 @@
 /* Unit tests for lib/core: hashing, request helpers, matching primitives. */
+#include <arpa/inet.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -254,6 +255,21 @@ static void test_ip_and_cidr(void **state) {
   assert_false(gray__ip_parse("1.2.3", 5, ip));
   assert_false(gray__ip_parse("1.2.3.4\0", 8, ip));
   assert_false(gray__ip_parse("", 0, ip));
+  /* IPv4 as inet_pton reads it: each case against inet_pton itself */
+  static const char *const v4[] = {
+      "0.0.0.0",   "255.255.255.255", "01.2.3.4",         "1.2.3.04",        "1.2.3.0",
+      "1.2.3.4.5", "256.1.1.1",       "1.2.3.256",        "1..2.3",          ".1.2.3",
+      "1.2.3.",    "1.2.3.4 ",        " 1.2.3.4",         "1111.1.1.1",      "4294967297.1.1.1",
+      "1.2.3.4:",  "1.2.3.-4",        "0000000000001.1.1.1", "1.2.3.4/8",    "a.b.c.d"};
+  for (size_t i = 0; i < sizeof v4 / sizeof v4[0]; i++) {
+    uint8_t want[4];
+    int ok = inet_pton(AF_INET, v4[i], want) == 1;
+    memset(ip, 0xaa, sizeof ip);
+    int got = gray__ip_parse(v4[i], strlen(v4[i]), ip);
+    if (got != ok) fprintf(stderr, "ip_parse(\"%s\"): %d, inet_pton: %d\n", v4[i], got, ok);
+    assert_int_equal(got, ok);
+    if (ok) assert_memory_equal(ip + 12, want, 4);
+  }
 }
 
 static void test_numbers(void **state) {
