@@ -421,7 +421,7 @@ ngx_http_gray_decide(ngx_http_request_t *r, ngx_http_gray_loc_conf_t *lcf)
     ctx->slot_headers = 0;
     ctx->slot_cookies = 0;
 
-    gray__decide_slots(p, ngx_http_gray_lookup, ctx, &ctx->d);
+    ngx_http_gray_evaluate(ctx, p, &ctx->d);
 
     if (ngx_http_gray_version_served(mcf, ctx, p, ctx->d.version)) {
         ctx->served.data = (u_char *) ctx->d.version.p;

@@ -127,9 +127,10 @@ extern ngx_module_t ngx_http_gray_module;
 /* ngx_http_gray_request.c */
 /* Hashes of the header names the module looks for (at configuration). */
 void ngx_http_gray_request_init(void);
-/* The gray__slot_lookup_fn of a decision (data: the request's context). */
-int ngx_http_gray_lookup(void *data, const gray_policy_t *p, uint32_t slot,
-    gray_str_t *value, char *scratch, size_t scratch_size);
+/* Decide the request of ctx with p (the core's evaluator with the module's
+ * lookups inlined). */
+void ngx_http_gray_evaluate(ngx_http_gray_ctx_t *ctx, const gray_policy_t *p,
+    gray_decision_t *out);
 /* The first header named lname (lower-case), found by nginx's hash of the
  * lower-cased name (ngx_hash_key(lname, len)), then the name; hash 0: by the
  * name alone. */

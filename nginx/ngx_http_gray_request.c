@@ -15,8 +15,10 @@
  * path) do not pay for their stack frames on every call. */
 #if (defined __GNUC__ || defined __clang__)
 #define ngx_http_gray_noinline  __attribute__((noinline))
+#define ngx_http_gray_inline    inline __attribute__((always_inline))
 #else
 #define ngx_http_gray_noinline
+#define ngx_http_gray_inline    ngx_inline
 #endif
 
 static ngx_uint_t  ngx_http_gray_hash_cookie;
@@ -371,7 +373,9 @@ ngx_http_gray_client_ip(ngx_http_gray_ctx_t *ctx, gray_str_t *value)
 }
 
 
-int
+/* One attribute of the policy being decided with, for the evaluator
+ * below (inlined into it). */
+static ngx_http_gray_inline int
 ngx_http_gray_lookup(void *data, const gray_policy_t *p, uint32_t slot,
     gray_str_t *value, char *scratch, size_t scratch_size)
 {
@@ -463,4 +467,39 @@ ngx_http_gray_lookup(void *data, const gray_policy_t *p, uint32_t slot,
     }
 
     return 0;
+}
+
+
+/* ---- the evaluator, with the lookup above ------------------------------- */
+
+/* A worker is one thread: one match data serves all its regex matches. */
+static pcre2_match_data *
+ngx_http_gray_match_data(void)
+{
+    static pcre2_match_data  *md;
+
+    if (md == NULL) {
+        md = pcre2_match_data_create(1, NULL);
+    }
+
+    return md;
+}
+
+#define GRAY_EVAL_TRACE 0
+#define GRAY_EVAL_EXTRA
+#define GRAY_EVAL_MATCH_DATA() ngx_http_gray_match_data()
+#define GRAY_EVAL_LOOKUP(x, slot, value)                                      \
+    ngx_http_gray_lookup((x)->ctx, (x)->p, slot, value, (x)->scratch,        \
+                         sizeof (x)->scratch)
+#include "core/eval_impl.h"
+
+
+void
+ngx_http_gray_evaluate(ngx_http_gray_ctx_t *ctx, const gray_policy_t *p,
+    gray_decision_t *out)
+{
+    ectx  x;
+
+    ectx_init(&x, p, ctx);
+    eval_run(p, &x, out);
 }

@@ -1,5 +1,6 @@
 /* The evaluator: first matching rule wins. gray_decide allocates nothing;
- * gray_explain runs the same code and also records a trace. */
+ * gray_explain runs the same code and also records a trace. The body is
+ * core/eval_impl.h, which an executor may include with its own lookup. */
 #include <string.h>
 
 #include "core/model.h"
@@ -16,54 +17,12 @@ struct gray_trace_s {
   int oom;
 };
 
-/* A decision looks an attribute that several conditions test up once: the
- * values of such slots (among the first GRAY__SLOTS_CACHED) are kept for
- * the later conditions, unless the lookup decoded the value into the
- * scratch buffer, which the next lookup may overwrite. */
-typedef struct ectx {
-  const gray_policy_t *p;
-  const gray_request_t *req;    /* NULL: slot_lookup */
-  gray__slot_lookup_fn slot_lookup;
-  void *slot_ctx;
-  gray_trace_t *trace;
-  int rule_index;
-  const char *rule;
-  uint64_t done, have; /* bit i: slot i */
-  gray_str_t vals[GRAY__SLOTS_CACHED];
-  char scratch[GRAY_SCRATCH_MAX];
-} ectx;
-
-/* The value of slot i of the policy; 1 present, 0 absent. shared: other
- * conditions read it too. */
-static inline __attribute__((always_inline)) int attr_value(ectx *x, uint32_t i, int shared,
-                                                            gray_str_t *v) {
-  uint64_t bit = 0;
-  if (shared && i < GRAY__SLOTS_CACHED) {
-    bit = (uint64_t)1 << i;
-    if (x->done & bit) {
-      *v = x->vals[i];
-      return (x->have & bit) != 0;
-    }
-  }
-  gray_str_t r = {NULL, 0};
-  int have;
-  if (x->req) {
-    const gray__slot *sl = &x->p->slots[i];
-    have = x->req->lookup(x->req->ctx, sl->attr, sl->name, &r, x->scratch, sizeof x->scratch);
-  } else {
-    have = x->slot_lookup(x->slot_ctx, x->p, i, &r, x->scratch, sizeof x->scratch);
-  }
-  if (have && !r.p) r.p = "";
-  *v = r;
-  if (bit && !(r.p >= x->scratch && r.p < x->scratch + sizeof x->scratch)) {
-    x->done |= bit;
-    if (have) {
-      x->have |= bit;
-      x->vals[i] = r;
-    }
-  }
-  return have;
-}
+#define GRAY_EVAL_TRACE 1
+#define GRAY_EVAL_EXTRA const gray_request_t *req;
+#define GRAY_EVAL_LOOKUP(x, slot, value)                                                     \
+  (x)->req->lookup((x)->req->ctx, (x)->p->slots[slot].attr, (x)->p->slots[slot].name, value, \
+                   (x)->scratch, sizeof (x)->scratch)
+#include "core/eval_impl.h"
 
 gray_trace_t *gray_trace_new(void) { return gray__calloc(1, sizeof(gray_trace_t)); }
 
@@ -79,336 +38,22 @@ const gray_trace_entry_t *gray_trace_at(const gray_trace_t *t, size_t i) {
   return t && i < t->count ? &t->items[i].pub : NULL;
 }
 
-/* Reserve an entry; returns its index or (size_t)-1 when out of memory. */
-static size_t trace_push(ectx *x, gray_trace_kind_t kind, int depth) {
-  gray_trace_t *t = x->trace;
-  if (t->oom) return (size_t)-1;
-  if (t->count == t->cap) {
-    size_t cap = t->cap ? t->cap * 2 : 16;
-    trace_item *n = gray__realloc(t->items, cap * sizeof(*n));
-    if (!n) {
-      t->oom = 1;
-      return (size_t)-1;
-    }
-    t->items = n;
-    t->cap = cap;
-  }
-  trace_item *it = &t->items[t->count];
-  memset(&it->pub, 0, sizeof(it->pub));
-  it->value[0] = it->note[0] = '\0';
-  it->pub.kind = kind;
-  it->pub.depth = depth;
-  it->pub.rule_index = x->rule_index;
-  it->pub.rule = x->rule;
-  return t->count++;
-}
-
-static int str_eq(gray_str_t a, gray_str_t b) {
-  return a.len == b.len && (a.len == 0 || !memcmp(a.p, b.p, a.len));
-}
-
-static const char *find_bytes(const char *h, size_t hl, const char *n, size_t nl) {
-  if (nl == 0) return h;
-  if (nl > hl) return NULL;
-  const char *last = h + (hl - nl);
-  for (const char *p = h; p <= last; p++) {
-    p = memchr(p, n[0], (size_t)(last - p) + 1);
-    if (!p) return NULL;
-    if (!memcmp(p, n, nl)) return p;
-  }
-  return NULL;
-}
-
-/* Bump allocator over caller stack memory so PCRE2 never touches the heap
- * while matching. */
-typedef struct rx_arena {
-  unsigned char *buf;
-  size_t used, cap;
-} rx_arena;
-
-static void *rx_malloc(PCRE2_SIZE size, void *data) {
-  rx_arena *a = data;
-  size_t need = (size + 15) & ~(size_t)15;
-  if (need > a->cap - a->used) return NULL;
-  void *p = a->buf + a->used;
-  a->used += need;
-  return p;
-}
-
-static void rx_free(void *p, void *data) {
-  (void)p;
-  (void)data;
-}
-
-/* Returns 1 match, 0 no match, -1 limit or resource failure. */
-static int rx_run(const gray__node *n, gray_str_t v, unsigned char *buf, size_t cap) {
-  _Alignas(16) rx_arena a = {buf, 0, cap};
-  pcre2_general_context *g = pcre2_general_context_create(rx_malloc, rx_free, &a);
-  if (!g) return -1;
-  pcre2_match_data *md = pcre2_match_data_create(1, g);
-  if (!md) return -1;
-  PCRE2_SPTR subj = (PCRE2_SPTR)(v.p ? v.p : "");
-  int rc = n->jit ? pcre2_jit_match(n->re, subj, v.len, 0, 0, md, n->mctx)
-                  : pcre2_match(n->re, subj, v.len, 0, 0, md, n->mctx);
-  /* Nothing to free: all of it lives in buf. */
-  if (rc >= 0) return 1;
-  if (rc == PCRE2_ERROR_NOMATCH) return 0;
-  return -1;
-}
-
-/* The interpreter (no JIT) needs room for its backtracking frames; keep that
- * large buffer out of the common path's stack frame. */
-static __attribute__((noinline)) int rx_match_interp(const gray__node *n, gray_str_t v) {
-  _Alignas(16) unsigned char buf[48 * 1024];
-  return rx_run(n, v, buf, sizeof buf);
-}
-
-static int rx_match(const gray__node *n, gray_str_t v) {
-  if (n->jit) {
-    _Alignas(16) unsigned char buf[1024];
-    return rx_run(n, v, buf, sizeof buf);
-  }
-  return rx_match_interp(n, v);
-}
-
-/* Does the attribute's value v pass the condition n? */
-static inline __attribute__((always_inline)) int cond_test(const gray__node *n, gray_str_t v,
-                                                           const char **note) {
-  switch (n->op) {
-    case GRAY__OP_EQ:
-      return str_eq(v, n->value);
-    case GRAY__OP_NE:
-      return !str_eq(v, n->value);
-    case GRAY__OP_IN:
-      return gray__strset_has(n->set, v.p, v.len);
-    case GRAY__OP_PREFIX:
-      return v.len >= n->value.len && !memcmp(v.p, n->value.p, n->value.len);
-    case GRAY__OP_SUFFIX:
-      return v.len >= n->value.len &&
-             !memcmp(v.p + v.len - n->value.len, n->value.p, n->value.len);
-    case GRAY__OP_CONTAINS:
-      return find_bytes(v.p, v.len, n->value.p, n->value.len) != NULL;
-    case GRAY__OP_REGEX: {
-      int r = rx_match(n, v);
-      if (r < 0) *note = "regex match limit or resource failure: treated as no match";
-      return r == 1;
-    }
-    case GRAY__OP_EXISTS:
-      return 1;
-    case GRAY__OP_LT:
-    case GRAY__OP_LE:
-    case GRAY__OP_GT:
-    case GRAY__OP_GE: {
-      double d;
-      if (!gray__parse_number(v.p, v.len, &d)) {
-        *note = "not a number";
-        return 0;
-      }
-      switch (n->op) {
-        case GRAY__OP_LT: return d < n->num;
-        case GRAY__OP_LE: return d <= n->num;
-        case GRAY__OP_GT: return d > n->num;
-        default: return d >= n->num;
-      }
-    }
-    case GRAY__OP_MOD: {
-      uint64_t rem;
-      if (!gray__parse_mod(v.p, v.len, n->divisor, &rem)) {
-        *note = "not a non-negative integer";
-        return 0;
-      }
-      if (n->mod_kind == GRAY__MOD_EQ) return rem == n->mod_value;
-      if (n->mod_kind == GRAY__MOD_LT) return rem < n->mod_value;
-      size_t lo = 0, hi = n->nmod_list;
-      while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        if (n->mod_list[mid] == rem) return 1;
-        if (n->mod_list[mid] < rem)
-          lo = mid + 1;
-        else
-          hi = mid;
-      }
-      return 0;
-    }
-    case GRAY__OP_CIDR: {
-      uint8_t ip[16];
-      if (!gray__ip_parse(v.p, v.len, ip)) {
-        *note = "not an IP address";
-        return 0;
-      }
-      for (uint32_t i = 0; i < n->ncidrs; i++)
-        if (gray__cidr_match(&n->cidrs[i], ip)) return 1;
-      return 0;
-    }
-    case GRAY__OP_PERCENT: {
-      uint32_t b = gray_percent_bucket(n->salt, v);
-      return b >= n->pct_from && b < n->pct_to;
-    }
-    default:
-      return 0;
-  }
-}
-
-static void trace_cond(ectx *x, size_t slot, const gray__node *n, gray_str_t v, int have,
-                       const char *note) {
-  trace_item *it = &x->trace->items[slot];
-  it->pub.attr = n->attr_text;
-  it->pub.op = gray__op_name(n->op);
-  it->pub.present = have;
-  if (have) {
-    size_t len = v.len > GRAY_TRACE_VALUE_MAX ? GRAY_TRACE_VALUE_MAX : v.len;
-    if (len) memcpy(it->value, v.p, len);
-    it->value[len] = '\0';
-    it->pub.truncated = v.len > len;
-  }
-  if (note) {
-    size_t l = strlen(note);
-    if (l >= sizeof it->note) l = sizeof it->note - 1;
-    memcpy(it->note, note, l);
-    it->note[l] = '\0';
-  } else if (have && n->op == GRAY__OP_PERCENT) {
-    /* The bucket is what an operator needs to see a sticky split. */
-    uint32_t b = gray_percent_bucket(n->salt, v);
-    char *o = it->note;
-    memcpy(o, "bucket ", 7);
-    o += 7;
-    char digits[8];
-    int nd = 0;
-    do {
-      digits[nd++] = (char)('0' + b % 10);
-      b /= 10;
-    } while (b);
-    while (nd) *o++ = digits[--nd];
-    *o = '\0';
-  }
-  if (!have) it->pub.note = NULL;
-}
-
-/* eval_node and eval_traced are one function compiled twice: without the
- * trace's bookkeeping (gray_decide) and with it (gray_explain). */
-static int eval_node(ectx *x, const gray__node *n, int depth);
-static int eval_traced(ectx *x, const gray__node *n, int depth);
-
-static inline __attribute__((always_inline)) int eval_any(ectx *x, const gray__node *n,
-                                                          int depth, const int traced) {
-  size_t slot = (size_t)-1;
-  int r = 0;
-  if (traced) {
-    static const gray_trace_kind_t kinds[] = {0, GRAY_TRACE_ALL, GRAY_TRACE_ANY, GRAY_TRACE_NOT,
-                                              GRAY_TRACE_COND};
-    slot = trace_push(x, kinds[n->kind], depth);
-  }
-  switch (n->kind) {
-    case GRAY__N_ALL:
-      r = 1;
-      for (uint32_t i = 0; i < n->nkids; i++)
-        if (!(traced ? eval_traced : eval_node)(x, n->kids[i], depth + 1)) {
-          r = 0;
-          break;
-        }
-      break;
-    case GRAY__N_ANY:
-      for (uint32_t i = 0; i < n->nkids; i++)
-        if ((traced ? eval_traced : eval_node)(x, n->kids[i], depth + 1)) {
-          r = 1;
-          break;
-        }
-      break;
-    case GRAY__N_NOT:
-      r = !(traced ? eval_traced : eval_node)(x, n->kids[0], depth + 1);
-      break;
-    case GRAY__N_COND: {
-      gray_str_t v;
-      const char *note = NULL;
-      int have = attr_value(x, n->slot, n->slot_shared, &v);
-      r = have && cond_test(n, v, &note);
-      if (slot != (size_t)-1) trace_cond(x, slot, n, v, have, note);
-      break;
-    }
-  }
-  if (slot != (size_t)-1) x->trace->items[slot].pub.result = r;
-  return r;
-}
-
-static int eval_node(ectx *x, const gray__node *n, int depth) { return eval_any(x, n, depth, 0); }
-
-static int eval_traced(ectx *x, const gray__node *n, int depth) {
-  return eval_any(x, n, depth, 1);
-}
-
-static int tag_valid(gray_str_t t) {
-  if (t.len == 0 || t.len > GRAY_NAME_LEN_MAX) return 0;
-  for (size_t i = 0; i < t.len; i++) {
-    unsigned char c = (unsigned char)t.p[i];
-    int alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
-    if (!alnum && (i == 0 || (c != '.' && c != '_' && c != '-'))) return 0;
-  }
-  return 1;
-}
-
-static void run(const gray_policy_t *p, ectx *x, gray_decision_t *out) {
-  out->service = p->service;
-  out->fallback_fail = p->fallback_fail;
-  out->rule_index = -1;
-  out->rule.p = NULL;
-  out->rule.len = 0;
-  out->version = p->def;
-  out->tag.p = NULL;
-  out->tag.len = 0;
-  for (uint32_t i = 0; i < p->nrules; i++) {
-    const gray__rule *ru = &p->rules[i];
-    size_t slot = (size_t)-1;
-    x->rule_index = (int)i;
-    x->rule = ru->name.p;
-    if (x->trace) slot = trace_push(x, GRAY_TRACE_RULE, 0);
-    int m = !ru->when || (x->trace ? eval_traced : eval_node)(x, ru->when, 1);
-    if (slot != (size_t)-1) x->trace->items[slot].pub.result = m;
-    if (m) {
-      out->rule_index = (int)i;
-      out->rule = ru->name;
-      out->version = ru->route;
-      out->tag = ru->tag;
-      break;
-    }
-  }
-  if (!out->tag.p) {
-    gray_str_t t;
-    if (attr_value(x, p->tag_slot, p->tag_shared, &t) && tag_valid(t)) out->tag = t;
-  }
-}
-
-static void ectx_init(ectx *x, const gray_policy_t *p) {
-  x->p = p;
-  x->trace = NULL;
-  x->done = x->have = 0;
-}
-
 void gray_decide(const gray_policy_t *p, const gray_request_t *req, gray_decision_t *out) {
   ectx x;
-  ectx_init(&x, p);
+  ectx_init(&x, p, NULL);
   x.req = req;
-  run(p, &x, out);
-}
-
-void gray__decide_slots(const gray_policy_t *p, gray__slot_lookup_fn lookup, void *ctx,
-                        gray_decision_t *out) {
-  ectx x;
-  ectx_init(&x, p);
-  x.req = NULL;
-  x.slot_lookup = lookup;
-  x.slot_ctx = ctx;
-  run(p, &x, out);
+  eval_run(p, &x, out);
 }
 
 int gray_explain(const gray_policy_t *p, const gray_request_t *req, gray_decision_t *out,
                  gray_trace_t *trace) {
   ectx x;
-  ectx_init(&x, p);
+  ectx_init(&x, p, NULL);
   x.req = req;
   x.trace = trace;
   trace->count = 0;
   trace->oom = 0;
-  run(p, &x, out);
+  eval_run(p, &x, out);
   /* Entries may have moved while the array grew: point into them now. */
   for (size_t i = 0; i < trace->count; i++) {
     trace_item *it = &trace->items[i];

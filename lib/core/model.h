@@ -145,13 +145,6 @@ struct gray_policy_s {
   int header_by_name; /* some header slot has hash31 0 */
 };
 
-/* gray_decide with a lookup that is given the slot (its index in p->slots)
- * instead of the kind and name: for an executor that resolves several
- * slots at once. Same contract as gray_lookup_fn otherwise. */
-typedef int (*gray__slot_lookup_fn)(void *ctx, const gray_policy_t *p, uint32_t slot,
-                                    gray_str_t *value, char *scratch, size_t scratch_size);
-void gray__decide_slots(const gray_policy_t *p, gray__slot_lookup_fn lookup, void *ctx,
-                        gray_decision_t *out);
 
 typedef struct gray__regex_list gray__regex_list;
 
