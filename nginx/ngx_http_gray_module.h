@@ -104,6 +104,9 @@ typedef struct {
     ngx_table_elt_t          *tag;         /* the first X-Gray-Tag header */
     ngx_uint_t                nxff;        /* X-Forwarded-For headers seen */
     uint32_t                  slot_found;  /* bit i: sval[i] is slot i's value */
+    const char               *ip_text;     /* an address parsed already: */
+    size_t                    ip_len;
+    uint8_t                   ip_bin[16];  /* its gray__ip_parse */
     unsigned                  decided:1;
     unsigned                  has_policy:1;
     unsigned                  fallback:1;  /* served by the default version */
@@ -112,6 +115,7 @@ typedef struct {
     unsigned                  headers_done:1; /* cookie, tag, xff found */
     unsigned                  slot_headers:1; /* header slots of `policy` found */
     unsigned                  slot_cookies:1; /* cookie slots of `policy` found */
+    unsigned                  ip_ok:1;     /* ip_text is an address */
     /* last: a new context is zeroed up to here */
     /* the values of the policy's first NGX_HTTP_GRAY_ATTR_SLOTS attributes
      * that are headers or cookies, each found in one pass over the headers

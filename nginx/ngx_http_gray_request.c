@@ -297,16 +297,38 @@ ngx_http_gray_cookie(ngx_http_gray_ctx_t *ctx, uint32_t slot,
 }
 
 
+/* gray__ip_parse, remembering the last address parsed for the request: the
+ * `ip` attribute is parsed once by the trusted-proxy check and read again
+ * by a `cidr` condition. */
+static int
+ngx_http_gray_ip_parse(ngx_http_gray_ctx_t *ctx, const char *p, size_t len,
+    uint8_t out[16])
+{
+    if (ctx->ip_text != p || ctx->ip_len != len) {
+        ctx->ip_text = p;
+        ctx->ip_len = len;
+        ctx->ip_ok = gray__ip_parse(p, len, ctx->ip_bin) ? 1 : 0;
+    }
+
+    ngx_memcpy(out, ctx->ip_bin, 16);
+
+    return ctx->ip_ok;
+}
+
+
 /* Is this X-Forwarded-For element a trusted proxy's address? */
 static int
 ngx_http_gray_trusted_cb(void *data, const char *p, size_t len)
 {
-    uint8_t       ip[16];
-    ngx_uint_t    i;
-    ngx_array_t  *trusted = data;
-    gray__cidr   *c;
+    uint8_t               ip[16];
+    ngx_uint_t            i;
+    gray__cidr           *c;
+    ngx_array_t          *trusted;
+    ngx_http_gray_ctx_t  *ctx = data;
 
-    if (trusted == NULL || !gray__ip_parse(p, len, ip)) {
+    trusted = ctx->lcf->trusted_ip;
+
+    if (trusted == NULL || !ngx_http_gray_ip_parse(ctx, p, len, ip)) {
         return 0;
     }
 
@@ -368,8 +390,7 @@ ngx_http_gray_client_ip(ngx_http_gray_ctx_t *ctx, gray_str_t *value)
         vals[i].len = h->value.len;
     }
 
-    return gray__xff_client(vals, n, ngx_http_gray_trusted_cb,
-                            ctx->lcf->trusted_ip, value);
+    return gray__xff_client(vals, n, ngx_http_gray_trusted_cb, ctx, value);
 }
 
 
@@ -488,6 +509,8 @@ ngx_http_gray_match_data(void)
 #define GRAY_EVAL_TRACE 0
 #define GRAY_EVAL_EXTRA
 #define GRAY_EVAL_MATCH_DATA() ngx_http_gray_match_data()
+#define GRAY_EVAL_IP_PARSE(x, p, len, out)                                    \
+    ngx_http_gray_ip_parse((x)->ctx, p, len, out)
 #define GRAY_EVAL_LOOKUP(x, slot, value)                                      \
     ngx_http_gray_lookup((x)->ctx, (x)->p, slot, value, (x)->scratch,        \
                          sizeof (x)->scratch)

@@ -14,6 +14,8 @@
  *   GRAY_EVAL_MATCH_DATA()  optional: a pcre2_match_data * for one pair
  *       that this decision may use (a single-threaded executor keeps one),
  *       or NULL; without it a regex match builds its own on the stack.
+ *   GRAY_EVAL_IP_PARSE(x, p, len, out)  optional: gray__ip_parse, for an
+ *       executor that may have parsed that address already.
  *
  * What it defines (all static): ectx, ectx_init(x, p, ctx), eval_run(p, x,
  * out) (the rule loop: first matching rule wins; nothing allocated). */
@@ -24,6 +26,10 @@
 #include <string.h>
 
 #include "core/model.h"
+
+#ifndef GRAY_EVAL_IP_PARSE
+#define GRAY_EVAL_IP_PARSE(x, p, len, out) gray__ip_parse(p, len, out)
+#endif
 
 #define GRAY_EVAL_INLINE static inline __attribute__((always_inline))
 #define GRAY_EVAL_STATIC static __attribute__((unused))
@@ -181,7 +187,7 @@ GRAY_EVAL_STATIC int rx_match(const gray__node *n, gray_str_t v) {
 }
 
 /* Does the attribute's value v pass the condition n? */
-GRAY_EVAL_INLINE int cond_test(const gray__node *n, gray_str_t v, const char **note) {
+GRAY_EVAL_INLINE int cond_test(ectx *x, const gray__node *n, gray_str_t v, const char **note) {
   switch (n->op) {
     case GRAY__OP_EQ:
       return str_eq(v, n->value);
@@ -240,7 +246,7 @@ GRAY_EVAL_INLINE int cond_test(const gray__node *n, gray_str_t v, const char **n
     }
     case GRAY__OP_CIDR: {
       uint8_t ip[16];
-      if (!gray__ip_parse(v.p, v.len, ip)) {
+      if (!GRAY_EVAL_IP_PARSE(x, v.p, v.len, ip)) {
         *note = "not an IP address";
         return 0;
       }
@@ -298,7 +304,7 @@ GRAY_EVAL_STATIC void trace_cond(ectx *x, size_t slot, const gray__node *n, gray
 GRAY_EVAL_INLINE int cond_eval(ectx *x, const gray__node *n) {
   gray_str_t v;
   const char *note;
-  return attr_value(x, n->slot, n->slot_shared, &v) && cond_test(n, v, &note);
+  return attr_value(x, n->slot, n->slot_shared, &v) && cond_test(x, n, v, &note);
 }
 
 /* eval_node and eval_traced are one function compiled twice: without the
@@ -350,7 +356,7 @@ GRAY_EVAL_INLINE int eval_any(ectx *x, const gray__node *n, int depth, const int
       gray_str_t v;
       const char *note = NULL;
       int have = attr_value(x, n->slot, n->slot_shared, &v);
-      r = have && cond_test(n, v, &note);
+      r = have && cond_test(x, n, v, &note);
       if (slot != (size_t)-1) trace_cond(x, slot, n, v, have, note);
       break;
     }
