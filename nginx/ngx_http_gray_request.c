@@ -24,7 +24,9 @@
 static ngx_uint_t  ngx_http_gray_hash_cookie;
 static ngx_uint_t  ngx_http_gray_hash_tag;
 static ngx_uint_t  ngx_http_gray_hash_xff;
-static uint64_t    ngx_http_gray_bloom;   /* of the three, as header_bloom */
+/* the three by hash % 64, as gray_policy_t's header_owner: 1 cookie,
+ * 2 x-gray-tag, 3 x-forwarded-for, 255 more than one */
+static uint8_t     ngx_http_gray_owner[64];
 
 
 void
@@ -36,9 +38,11 @@ ngx_http_gray_request_init(void)
                                           sizeof("x-gray-tag") - 1);
     ngx_http_gray_hash_xff = ngx_hash_key((u_char *) "x-forwarded-for",
                                           sizeof("x-forwarded-for") - 1);
-    ngx_http_gray_bloom = ((uint64_t) 1 << (ngx_http_gray_hash_cookie % 64))
-                          | ((uint64_t) 1 << (ngx_http_gray_hash_tag % 64))
-                          | ((uint64_t) 1 << (ngx_http_gray_hash_xff % 64));
+    ngx_http_gray_owner[ngx_http_gray_hash_cookie % 64] = 1;
+    ngx_http_gray_owner[ngx_http_gray_hash_tag % 64] =
+        ngx_http_gray_owner[ngx_http_gray_hash_tag % 64] ? 255 : 2;
+    ngx_http_gray_owner[ngx_http_gray_hash_xff % 64] =
+        ngx_http_gray_owner[ngx_http_gray_hash_xff % 64] ? 255 : 3;
 }
 
 
@@ -91,6 +95,36 @@ ngx_http_gray_find_header(ngx_http_request_t *r, ngx_uint_t hash,
 }
 
 
+/* Is h the first header named as header slot j of the policy (one of the
+ * first NGX_HTTP_GRAY_ATTR_SLOTS)? Then it is that slot's value. */
+static ngx_http_gray_inline void
+ngx_http_gray_header_slot(ngx_http_gray_ctx_t *ctx, ngx_table_elt_t *h,
+    uint32_t j)
+{
+    uint32_t           bit;
+    const gray__slot  *sl;
+
+    if (j >= NGX_HTTP_GRAY_ATTR_SLOTS) {
+        return;
+    }
+
+    bit = (uint32_t) 1 << j;
+    sl = &ctx->policy->slots[j];
+
+    if (!(ctx->slot_found & bit)
+        && (sl->hash31 ? ngx_http_gray_header_is(h, (ngx_uint_t) sl->hash31,
+                                                 sl->name.p, sl->name.len)
+                       : (h->hash != 0 && h->key.len == sl->name.len
+                          && ngx_memcmp(h->lowcase_key, sl->name.p,
+                                        sl->name.len) == 0)))
+    {
+        ctx->slot_found |= bit;
+        ctx->sval[j].p = (const char *) h->value.data;
+        ctx->sval[j].len = h->value.len;
+    }
+}
+
+
 /* One walk over the headers for the ones the module reads itself (the
  * first Cookie, the first X-Gray-Tag, the X-Forwarded-For headers) and,
  * when a policy is being decided with, the first header of each name its
@@ -99,14 +133,16 @@ ngx_http_gray_find_header(ngx_http_request_t *r, ngx_uint_t hash,
 static void
 ngx_http_gray_scan_headers(ngx_http_gray_ctx_t *ctx)
 {
-    uint32_t             bit, j, k, nslots;
-    uint64_t             bloom;
-    ngx_uint_t           i;
+    uint8_t              po, mo;
+    uint32_t             k, nslots;
+    ngx_uint_t           i, all;
+    const uint8_t       *owner;
     const uint32_t      *slots;
     ngx_list_part_t     *part;
     ngx_table_elt_t     *h;
-    const gray__slot    *sl;
     const gray_policy_t *p;
+
+    static const uint8_t  none[64];
 
     ctx->headers_done = 1;
     ctx->cookie = NULL;
@@ -116,7 +152,8 @@ ngx_http_gray_scan_headers(ngx_http_gray_ctx_t *ctx)
     p = ctx->policy;
     slots = NULL;
     nslots = 0;
-    bloom = ngx_http_gray_bloom;
+    owner = none;
+    all = 0;
 
     if (p != NULL) {
         ctx->slot_headers = 1;
@@ -127,8 +164,9 @@ ngx_http_gray_scan_headers(ngx_http_gray_ctx_t *ctx)
             nslots--;   /* the list is in slot order */
         }
 
+        owner = p->header_owner;
         /* a name nginx does not hash is compared with every header */
-        bloom = p->header_by_name ? ~(uint64_t) 0 : bloom | p->header_bloom;
+        all = p->header_by_name;
     }
 
     part = &ctx->r->headers_in.headers.part;
@@ -150,29 +188,25 @@ ngx_http_gray_scan_headers(ngx_http_gray_ctx_t *ctx)
             }
         }
 
-        if (!((bloom >> (h[i].hash % 64)) & 1)) {
-            continue;   /* none of the names looked for */
+        /* which of the names looked for this header's hash may be */
+        po = all ? 255 : owner[h[i].hash % 64];
+        mo = all ? 255 : ngx_http_gray_owner[h[i].hash % 64];
+
+        if (po == 0 && mo == 0) {
+            continue;
         }
 
-        for (k = 0; k < nslots; k++) {
-            j = slots[k];
-            bit = (uint32_t) 1 << j;
-            sl = &p->slots[j];
-
-            if (!(ctx->slot_found & bit)
-                && (sl->hash31 ? ngx_http_gray_header_is(&h[i],
-                                                         (ngx_uint_t) sl->hash31,
-                                                         sl->name.p,
-                                                         sl->name.len)
-                               : (h[i].hash != 0
-                                  && h[i].key.len == sl->name.len
-                                  && ngx_memcmp(h[i].lowcase_key, sl->name.p,
-                                                sl->name.len) == 0)))
-            {
-                ctx->slot_found |= bit;
-                ctx->sval[j].p = (const char *) h[i].value.data;
-                ctx->sval[j].len = h[i].value.len;
+        if (po == 255) {
+            for (k = 0; k < nslots; k++) {
+                ngx_http_gray_header_slot(ctx, &h[i], slots[k]);
             }
+
+        } else if (po) {
+            ngx_http_gray_header_slot(ctx, &h[i], po - 1);
+        }
+
+        if (mo == 0) {
+            continue;
         }
 
         if (ctx->cookie == NULL

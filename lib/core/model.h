@@ -139,9 +139,10 @@ struct gray_policy_s {
   uint32_t nheader_slots;
   uint32_t *cookie_slots; /* indexes of the cookie slots, ascending */
   uint32_t ncookie_slots;
-  /* bit (hash31 % 64) set for each header slot: a header whose hash has
-   * no bit here is none of them (unless header_by_name) */
-  uint64_t header_bloom;
+  /* by hash31 % 64: 0 no header slot has it, i + 1 header slot i alone
+   * (i < 254), 255 several (or a later slot): a header whose nginx hash
+   * maps to 0 is none of the slots (unless header_by_name) */
+  uint8_t header_owner[64];
   int header_by_name; /* some header slot has hash31 0 */
 };
 

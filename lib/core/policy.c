@@ -146,7 +146,7 @@ static int policy_slots(gray__arena *a, gray_policy_t *p) {
   }
   p->tag_shared = p->tag_slot < GRAY__SLOTS_CACHED && uses[p->tag_slot] > 1;
   p->nheader_slots = p->ncookie_slots = 0;
-  p->header_bloom = 0;
+  memset(p->header_owner, 0, sizeof p->header_owner);
   p->header_by_name = 0;
   p->header_slots = gray__arena_alloc(a, p->nslots * sizeof(*p->header_slots));
   p->cookie_slots = gray__arena_alloc(a, p->nslots * sizeof(*p->cookie_slots));
@@ -154,7 +154,8 @@ static int policy_slots(gray__arena *a, gray_policy_t *p) {
   for (uint32_t i = 0; i < p->nslots; i++) {
     if (p->slots[i].attr == GRAY_ATTR_HEADER) {
       p->header_slots[p->nheader_slots++] = i;
-      p->header_bloom |= (uint64_t)1 << (p->slots[i].hash31 % 64);
+      uint8_t *o = &p->header_owner[p->slots[i].hash31 % 64];
+      *o = *o || i >= 254 ? 255 : (uint8_t)(i + 1);
       if (!p->slots[i].hash31) p->header_by_name = 1;
     }
     if (p->slots[i].attr == GRAY_ATTR_COOKIE) p->cookie_slots[p->ncookie_slots++] = i;
