@@ -49,10 +49,15 @@ static void mm3_feed(mm3 *s, const unsigned char *p, size_t len) {
   }
 }
 
+static uint32_t fmix(uint32_t h);
+
 static uint32_t mm3_final(mm3 *s) {
   uint32_t h = s->h;
   if (s->ntail) h ^= mix_k(s->tail);
-  h ^= s->total;
+  return fmix(h ^ s->total);
+}
+
+static uint32_t fmix(uint32_t h) {
   h ^= h >> 16;
   h *= 0x85ebca6bu;
   h ^= h >> 13;
@@ -61,10 +66,32 @@ static uint32_t mm3_final(mm3 *s) {
   return h;
 }
 
+/* One piece: the blocks, then the tail (the streaming form above for
+ * keys in parts). */
 uint32_t gray_murmur3_32(const void *data, size_t len, uint32_t seed) {
-  mm3 s = {seed, 0, 0, 0};
-  mm3_feed(&s, data, len);
-  return mm3_final(&s);
+  const unsigned char *p = data;
+  uint32_t h = seed, k = 0;
+  size_t i = 0;
+  for (; i + 4 <= len; i += 4) {
+    k = (uint32_t)p[i] | (uint32_t)p[i + 1] << 8 | (uint32_t)p[i + 2] << 16 |
+        (uint32_t)p[i + 3] << 24;
+    h ^= mix_k(k);
+    h = rotl32(h, 13);
+    h = h * 5 + 0xe6546b64u;
+  }
+  k = 0;
+  switch (len & 3) {
+    case 3:
+      k ^= (uint32_t)p[i + 2] << 16;
+      /* fall through */
+    case 2:
+      k ^= (uint32_t)p[i + 1] << 8;
+      /* fall through */
+    case 1:
+      k ^= p[i];
+      h ^= mix_k(k);
+  }
+  return fmix(h ^ (uint32_t)len);
 }
 
 uint32_t gray_percent_bucket(gray_str_t salt, gray_str_t value) {
