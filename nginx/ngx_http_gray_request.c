@@ -268,6 +268,7 @@ ngx_http_gray_cookie(ngx_http_gray_ctx_t *ctx, uint32_t slot,
     gray_str_t *value)
 {
     size_t               pos;
+    uint8_t              o;
     uint32_t             bit, i, j, n, left;
     gray_str_t           s, k, v;
     const gray__slot    *sl;
@@ -305,17 +306,29 @@ ngx_http_gray_cookie(ngx_http_gray_ctx_t *ctx, uint32_t slot,
         pos = 0;
 
         while (left && gray__cookie_next(s, &pos, &k, &v)) {
+            /* the name's length picks the slot it may be */
+            o = p->cookie_owner[k.len < 63 ? k.len : 63];
+
+            if (o == 0) {
+                continue;
+            }
+
             for (i = 0; i < n; i++) {
-                j = p->cookie_slots[i];
+                j = o == 255 ? p->cookie_slots[i] : (uint32_t) o - 1;
                 bit = (uint32_t) 1 << j;
                 sl = &p->slots[j];
 
-                if ((left & bit) && sl->name.len == k.len
+                if (j < NGX_HTTP_GRAY_ATTR_SLOTS && (left & bit)
+                    && sl->name.len == k.len
                     && ngx_memcmp(sl->name.p, k.p, k.len) == 0)
                 {
                     left &= ~bit;
                     ctx->slot_found |= bit;
                     ctx->sval[j] = v;
+                    break;
+                }
+
+                if (o != 255) {
                     break;
                 }
             }

@@ -8,6 +8,7 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 #include <stdatomic.h>
+#include <string.h>
 
 #include "gray/policy.h"
 #include "util/alloc.h"
@@ -144,6 +145,9 @@ struct gray_policy_s {
    * maps to 0 is none of the slots (unless header_by_name) */
   uint8_t header_owner[64];
   int header_by_name; /* some header slot has hash31 0 */
+  /* by a cookie name's length (63: 63 or more): 0 no cookie slot has it,
+   * i + 1 cookie slot i alone (i < 254), 255 several (or a later slot) */
+  uint8_t cookie_owner[64];
 };
 
 
@@ -198,7 +202,45 @@ int gray__cidr_match(const gray__cidr *c, const uint8_t ip[16]);
  * without '=' are skipped. gray_cookie_find is the first cookie whose name
  * equals; an executor may parse a header once with this and search the
  * result. */
-int gray__cookie_next(gray_str_t header, size_t *pos, gray_str_t *name, gray_str_t *value);
+static inline int gray__is_ows(char c) { return c == ' ' || c == '\t'; }
+/* (inline: the nginx module calls it once per cookie of a request) */
+static inline int gray__cookie_next(gray_str_t header, size_t *pos, gray_str_t *name,
+                                    gray_str_t *value) {
+  if (!header.p) return 0;
+  const char *p = header.p + *pos, *end = header.p + header.len;
+  while (p < end) {
+    while (p < end && (gray__is_ows(*p) || *p == ';')) p++;
+    if (p == end) break;
+    /* the pair ends at the next ';'; its name, at the first '=' in it */
+    const char *semi = memchr(p, ';', (size_t)(end - p));
+    if (!semi) semi = end;
+    const char *k = p;
+    const char *eq = memchr(p, '=', (size_t)(semi - p));
+    p = eq ? eq : semi;
+    const char *kend = p;
+    while (kend > k && gray__is_ows(kend[-1])) kend--;
+    if (eq) {
+      const char *v = ++p;
+      p = semi;
+      const char *vend = p;
+      while (vend > v && gray__is_ows(vend[-1])) vend--;
+      while (v < vend && gray__is_ows(*v)) v++;
+      /* RFC 6265 allows a quoted value; the quotes are not part of it. */
+      if (vend - v >= 2 && *v == '"' && vend[-1] == '"') {
+        v++;
+        vend--;
+      }
+      name->p = k;
+      name->len = (size_t)(kend - k);
+      value->p = v;
+      value->len = (size_t)(vend - v);
+      *pos = (size_t)(p - header.p);
+      return 1;
+    }
+  }
+  *pos = header.len;
+  return 0;
+}
 
 /* The client address from X-Forwarded-For values (each a comma-separated
  * list; a later header value continues the list): the rightmost element

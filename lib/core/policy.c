@@ -147,6 +147,7 @@ static int policy_slots(gray__arena *a, gray_policy_t *p) {
   p->tag_shared = p->tag_slot < GRAY__SLOTS_CACHED && uses[p->tag_slot] > 1;
   p->nheader_slots = p->ncookie_slots = 0;
   memset(p->header_owner, 0, sizeof p->header_owner);
+  memset(p->cookie_owner, 0, sizeof p->cookie_owner);
   p->header_by_name = 0;
   p->header_slots = gray__arena_alloc(a, p->nslots * sizeof(*p->header_slots));
   p->cookie_slots = gray__arena_alloc(a, p->nslots * sizeof(*p->cookie_slots));
@@ -158,7 +159,12 @@ static int policy_slots(gray__arena *a, gray_policy_t *p) {
       *o = *o || i >= 254 ? 255 : (uint8_t)(i + 1);
       if (!p->slots[i].hash31) p->header_by_name = 1;
     }
-    if (p->slots[i].attr == GRAY_ATTR_COOKIE) p->cookie_slots[p->ncookie_slots++] = i;
+    if (p->slots[i].attr == GRAY_ATTR_COOKIE) {
+      p->cookie_slots[p->ncookie_slots++] = i;
+      size_t len = p->slots[i].name.len;
+      uint8_t *o = &p->cookie_owner[len < 63 ? len : 63];
+      *o = *o || i >= 254 ? 255 : (uint8_t)(i + 1);
+    }
   }
   return GRAY_OK;
 }

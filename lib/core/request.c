@@ -20,44 +20,7 @@ static int eq(gray_str_t a, gray_str_t b) {
   return 1;
 }
 
-static int is_ows(char c) { return c == ' ' || c == '\t'; }
-
-int gray__cookie_next(gray_str_t header, size_t *pos, gray_str_t *name, gray_str_t *value) {
-  if (!header.p) return 0;
-  const char *p = header.p + *pos, *end = header.p + header.len;
-  while (p < end) {
-    while (p < end && (is_ows(*p) || *p == ';')) p++;
-    if (p == end) break;
-    /* the pair ends at the next ';'; its name, at the first '=' in it */
-    const char *semi = memchr(p, ';', (size_t)(end - p));
-    if (!semi) semi = end;
-    const char *k = p;
-    const char *eq = memchr(p, '=', (size_t)(semi - p));
-    p = eq ? eq : semi;
-    const char *kend = p;
-    while (kend > k && is_ows(kend[-1])) kend--;
-    if (eq) {
-      const char *v = ++p;
-      p = semi;
-      const char *vend = p;
-      while (vend > v && is_ows(vend[-1])) vend--;
-      while (v < vend && is_ows(*v)) v++;
-      /* RFC 6265 allows a quoted value; the quotes are not part of it. */
-      if (vend - v >= 2 && *v == '"' && vend[-1] == '"') {
-        v++;
-        vend--;
-      }
-      name->p = k;
-      name->len = (size_t)(kend - k);
-      value->p = v;
-      value->len = (size_t)(vend - v);
-      *pos = (size_t)(p - header.p);
-      return 1;
-    }
-  }
-  *pos = header.len;
-  return 0;
-}
+#define is_ows gray__is_ows
 
 int gray_cookie_find(gray_str_t header, gray_str_t name, gray_str_t *value) {
   size_t pos = 0;

@@ -350,6 +350,9 @@ COOKIES = {
          "when": {"attr": "cookie:c11", "op": "eq", "value": "yes"}},
         {"name": "dup", "route": "v3", "tag": "dup",
          "when": {"attr": "cookie:d", "op": "eq", "value": "first"}},
+        # as long as c2's name: the length alone does not tell them apart
+        {"name": "same-length", "route": "v3", "tag": "same-length",
+         "when": {"attr": "cookie:c3", "op": "eq", "value": "yes"}},
     ],
 }
 
@@ -377,6 +380,11 @@ def t_cookies_many(tmp):
             check(decide([jar(pairs)]) == ("v3", "dup", "dup"), (at, decide([jar(pairs)])))
             pairs = filler[:at] + [("d", "second")] + filler[at:] + [("d", "first")]
             check(decide([jar(pairs)]) == ("v1", None, None), (at, decide([jar(pairs)])))
+        # names of one length
+        r = decide([jar([("c3", "yes"), ("c2", "no")])])
+        check(r == ("v3", "same-length", "same-length"), r)
+        r = decide([jar([("c3", "yes"), ("c2", "yes")])])
+        check(r == ("v2", "early", "early"), r)
         # only the first Cookie header is read
         r = decide([jar(filler[:2]), ("Cookie", "c11=yes")])
         check(r == ("v1", None, None), r)

@@ -190,6 +190,8 @@ static void test_policy_slots(void **state) {
     if (b == 0) want = want ? 255 : 3; /* x_under: hash 0, slot 2 */
     assert_int_equal(p->header_owner[b], want);
   }
+  for (unsigned len = 0; len < 64; len++)
+    assert_int_equal(p->cookie_owner[len], len == 3 ? 2 : 0); /* uid: slot 1 */
   /* user-agent is tested by both rules */
   const gray__node *any = p->rules[0].when;
   assert_int_equal(any->kids[0]->slot, 0);
