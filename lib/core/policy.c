@@ -128,6 +128,24 @@ static int slots_of_node(slot_builder *b, gray__node *n, int pass) {
   return GRAY_OK;
 }
 
+/* Rules that route to the same version share its text with the default
+ * (or the first such rule), so an executor can tell a decision's version
+ * by its address (the nginx module keeps per-version answers that way). */
+static void share_versions(gray_policy_t *p) {
+  gray_str_t seen[64];
+  size_t n = 0;
+  seen[n++] = p->def;
+  for (uint32_t i = 0; i < p->nrules; i++) {
+    gray_str_t *r = &p->rules[i].route;
+    size_t j = 0;
+    while (j < n && !(seen[j].len == r->len && !memcmp(seen[j].p, r->p, r->len))) j++;
+    if (j < n)
+      *r = seen[j];
+    else if (n < sizeof seen / sizeof seen[0])
+      seen[n++] = *r;
+  }
+}
+
 static int policy_slots(gray__arena *a, gray_policy_t *p) {
   static const gray_str_t none = {"", 0};
   uint32_t uses[GRAY__SLOTS_CACHED] = {0};
@@ -171,8 +189,10 @@ static int policy_slots(gray__arena *a, gray_policy_t *p) {
 
 int gray__set_finish(gray_policyset_t *set, size_t *dup) {
   size_t n = set->npolicies;
-  for (size_t i = 0; i < n; i++)
+  for (size_t i = 0; i < n; i++) {
+    share_versions(&set->policies[i]);
     if (policy_slots(&set->arena, &set->policies[i]) != GRAY_OK) return GRAY_ENOMEM;
+  }
   for (size_t i = 0; i < n; i++) set->policies[i].order = (uint32_t)i;
   if (n > 1) qsort(set->policies, n, sizeof(*set->policies), policy_cmp);
   /* Report the later of two policies for the same service: that is the

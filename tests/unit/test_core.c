@@ -199,6 +199,19 @@ static void test_policy_slots(void **state) {
   assert_false(any->kids[1]->slot_shared);
   assert_int_equal(p->rules[1].when->kids[0]->slot, 0);
   gray_policyset_release(set);
+
+  /* routes to one version share its text (with the default's) */
+  static const char two[] =
+      "{\"service\": \"s\", \"default\": \"v1\", \"rules\": ["
+      " {\"name\": \"a\", \"route\": \"v2\"}, {\"name\": \"b\", \"route\": \"v1\"},"
+      " {\"name\": \"c\", \"route\": \"v2\"}]}";
+  assert_int_equal(gray_policyset_parse(two, sizeof two - 1, GRAY_PARSE_ONE, &set, &err), GRAY_OK);
+  p = gray_policyset_at(set, 0);
+  assert_ptr_equal(p->rules[1].route.p, p->def.p);
+  assert_ptr_equal(p->rules[2].route.p, p->rules[0].route.p);
+  assert_ptr_not_equal(p->rules[0].route.p, p->def.p);
+  assert_string_equal(p->rules[2].route.p, "v2");
+  gray_policyset_release(set);
 }
 
 static void test_query_find(void **state) {
