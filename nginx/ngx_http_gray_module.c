@@ -780,6 +780,8 @@ ngx_http_gray_trusted_proxies(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             }
 #endif
         }
+
+        gray__cidr_finish(ip);
     }
 
     return NGX_CONF_OK;

@@ -88,20 +88,23 @@ int gray__cidr_parse(gray_str_t text, gray__cidr *out, char *msg, size_t msgsz) 
       return GRAY_ESCHEMA;
     }
   }
+  gray__cidr_finish(out);
   return GRAY_OK;
 bad_len:
   gray__msg(msg, msgsz, "invalid CIDR %s: prefix length must be 0..%u", q, v6 ? 128u : 32u);
   return GRAY_ESCHEMA;
 }
 
-int gray__cidr_match(const gray__cidr *c, const uint8_t ip[16]) {
-  unsigned full = c->bits / 8, rest = c->bits % 8;
-  if (full && memcmp(c->addr, ip, full)) return 0;
-  if (rest) {
-    uint8_t mask = (uint8_t)(0xffu << (8 - rest));
-    if ((c->addr[full] & mask) != (ip[full] & mask)) return 0;
+void gray__cidr_finish(gray__cidr *c) {
+  uint8_t m[16];
+  for (unsigned b = 0; b < 16; b++) {
+    unsigned left = c->bits > b * 8 ? c->bits - b * 8 : 0;
+    m[b] = left >= 8 ? 0xff : (uint8_t)(0xff00u >> left);
   }
-  return 1;
+  memcpy(c->mask, m, sizeof m);
+  memcpy(c->net, c->addr, sizeof c->net);
+  c->net[0] &= c->mask[0];
+  c->net[1] &= c->mask[1];
 }
 
 /* Decimal text ("-12", "3.5", "+.5") to the nearest double, the same value

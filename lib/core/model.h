@@ -68,6 +68,9 @@ typedef struct gray__strset {
 typedef struct gray__cidr {
   uint8_t addr[16]; /* IPv4 as IPv4-mapped IPv6 */
   uint8_t bits;     /* prefix length over the 128-bit form */
+  /* addr and the prefix mask as two words each, in memory order (set by
+   * gray__cidr_finish): a match is two masked compares */
+  uint64_t net[2], mask[2];
 } gray__cidr;
 
 typedef enum { GRAY__MOD_EQ = 1, GRAY__MOD_LT, GRAY__MOD_IN } gray__mod_kind;
@@ -194,7 +197,13 @@ int gray__parse_number(const char *p, size_t len, double *out);
 int gray__parse_mod(const char *p, size_t len, uint64_t divisor, uint64_t *rem);
 /* Parse a textual IP literal; 1 ok. */
 int gray__ip_parse(const char *p, size_t len, uint8_t out[16]);
-int gray__cidr_match(const gray__cidr *c, const uint8_t ip[16]);
+/* Fill net and mask from addr and bits (gray__cidr_parse does). */
+void gray__cidr_finish(gray__cidr *c);
+static inline int gray__cidr_match(const gray__cidr *c, const uint8_t ip[16]) {
+  uint64_t w[2];
+  memcpy(w, ip, sizeof w);
+  return (w[0] & c->mask[0]) == c->net[0] && (w[1] & c->mask[1]) == c->net[1];
+}
 
 /* The cookies of one Cookie header value, in order: *pos starts at 0 and
  * is advanced past the cookie returned. Returns 1 and sets *name and *value
