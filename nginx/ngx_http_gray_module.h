@@ -22,6 +22,7 @@
 #define NGX_HTTP_GRAY_INTERVAL_DEFAULT 200 /* ms between two stat() calls */
 #define NGX_HTTP_GRAY_ATTR_SLOTS 16 /* header/cookie attributes found at once */
 #define NGX_HTTP_GRAY_EXISTS_CACHE 16 /* upstream answers kept per worker */
+#define NGX_HTTP_GRAY_COUNTER_CACHE 64 /* counter slots kept per worker */
 #define NGX_HTTP_GRAY_XFF_HEADERS 16 /* X-Forwarded-For headers considered */
 
 /* Identity of the policy file as stat() sees it: a change of any field means
@@ -52,6 +53,16 @@ typedef struct {
     u_char                    error[NGX_HTTP_GRAY_ERROR_MAX];
 } ngx_http_gray_policy_t;
 
+/* A counter slot of a service/version pair, by the addresses of its names
+ * (see ngx_http_gray_counter in ngx_http_gray_status.c). */
+typedef struct {
+    u_char                   *service;
+    u_char                   *version;
+    void                     *slot;     /* in the shared zone */
+    gray_policyset_t         *set;      /* version's set when last checked */
+    ngx_uint_t                generation;
+} ngx_http_gray_cache_slot_t;
+
 /* A version's upstream block exists or not: valid while `set` is the
  * worker's set at `generation`, whose strings stay put. */
 typedef struct {
@@ -73,6 +84,7 @@ typedef struct {
     /* this worker's answers of ngx_http_gray_upstream_exists for the
      * versions of the set it holds now (policy.set at policy.generation) */
     ngx_http_gray_exists_t    exists[NGX_HTTP_GRAY_EXISTS_CACHE];
+    ngx_http_gray_cache_slot_t counter_cache[NGX_HTTP_GRAY_COUNTER_CACHE];
     ngx_event_t               timer;
     ngx_uint_t                status_used;     /* some location has gray_status */
 } ngx_http_gray_main_conf_t;

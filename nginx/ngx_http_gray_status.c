@@ -44,20 +44,13 @@ typedef struct {
     ngx_atomic_t  time_bucket[NGX_HTTP_GRAY_NBOUNDS + 1]; /* not cumulative */
 } ngx_http_gray_counter_t;
 
-/* This worker's slots of the pairs it counted lately, by the addresses of
- * the two names (the location's service, the version in the policy set):
- * a request of a pair seen before needs neither the hash nor the probe.
- * An entry is used only when its slot's names equal the request's, so a
- * name at a reused address never counts into another pair's slot. */
-#define NGX_HTTP_GRAY_CACHE  64
-
-typedef struct {
-    u_char                   *service;
-    u_char                   *version;
-    void                     *slot;     /* ngx_http_gray_counter_t */
-} ngx_http_gray_cache_t;
-
-static ngx_http_gray_cache_t  ngx_http_gray_cache[NGX_HTTP_GRAY_CACHE];
+/* This worker's slots of the pairs it counted lately (mcf->counter_cache),
+ * by the addresses of the two names (the location's service, the version
+ * in the policy set): a request of a pair seen before needs neither the
+ * hash nor the probe. An entry is used as it is while the worker still
+ * holds the set it was made with (the version's text cannot have moved);
+ * otherwise only when its slot's names equal the request's, so a name at a
+ * reused address never counts into another pair's slot. */
 
 typedef struct {
     ngx_atomic_t  pid;
@@ -249,12 +242,12 @@ ngx_http_gray_counter_find(ngx_http_gray_main_conf_t *mcf,
 
 
 static ngx_http_gray_counter_t *
-ngx_http_gray_counter(ngx_http_gray_main_conf_t *mcf, ngx_str_t *service,
-    ngx_str_t *version)
+ngx_http_gray_counter(ngx_http_gray_main_conf_t *mcf,
+    ngx_http_gray_ctx_t *ctx, ngx_str_t *service, ngx_str_t *version)
 {
-    ngx_http_gray_shm_t      *shm;
-    ngx_http_gray_cache_t    *e;
-    ngx_http_gray_counter_t  *c;
+    ngx_http_gray_shm_t         *shm;
+    ngx_http_gray_counter_t     *c;
+    ngx_http_gray_cache_slot_t  *e;
 
     shm = ngx_http_gray_shm(mcf);
 
@@ -262,28 +255,44 @@ ngx_http_gray_counter(ngx_http_gray_main_conf_t *mcf, ngx_str_t *service,
         return NULL;
     }
 
-    e = &ngx_http_gray_cache[(((uintptr_t) service->data >> 3)
-                              ^ ((uintptr_t) version->data >> 3))
-                             % NGX_HTTP_GRAY_CACHE];
+    e = &mcf->counter_cache[(((uintptr_t) service->data >> 3)
+                             ^ ((uintptr_t) version->data >> 3))
+                            % NGX_HTTP_GRAY_COUNTER_CACHE];
     c = e->slot;
 
-    if (c && e->service == service->data && e->version == version->data
-        && (u_char *) c >= (u_char *) shm->counters
-        && (u_char *) c < (u_char *) (shm->counters + NGX_HTTP_GRAY_SLOTS)
-        && c->slen == service->len && c->vlen == version->len
-        && ngx_memcmp(c->service, service->data, service->len) == 0
-        && ngx_memcmp(c->version, version->data, version->len) == 0)
+    if (c == NULL || e->service != service->data
+        || e->version != version->data)
     {
-        return c;
+        c = NULL;
+
+    } else if (e->set == ctx->set && ctx->set == mcf->policy.set
+               && e->generation == mcf->policy.generation)
+    {
+        return c;   /* the same strings of the set the worker holds */
+
+    } else if (!((u_char *) c >= (u_char *) shm->counters
+                 && (u_char *) c < (u_char *) (shm->counters
+                                               + NGX_HTTP_GRAY_SLOTS)
+                 && c->slen == service->len && c->vlen == version->len
+                 && ngx_memcmp(c->service, service->data, service->len) == 0
+                 && ngx_memcmp(c->version, version->data, version->len) == 0))
+    {
+        c = NULL;
     }
 
-    c = ngx_http_gray_counter_find(mcf, shm, service, version);
+    if (c == NULL) {
+        c = ngx_http_gray_counter_find(mcf, shm, service, version);
 
-    if (c) {
-        e->service = service->data;
-        e->version = version->data;
-        e->slot = c;
+        if (c == NULL) {
+            return NULL;
+        }
     }
+
+    e->service = service->data;
+    e->version = version->data;
+    e->slot = c;
+    e->set = ctx->set;
+    e->generation = mcf->policy.generation;
 
     return c;
 }
@@ -326,7 +335,7 @@ ngx_http_gray_log_handler(ngx_http_request_t *r)
         version.len = ctx->d.version.len;
     }
 
-    c = ngx_http_gray_counter(mcf, &ctx->service, &version);
+    c = ngx_http_gray_counter(mcf, ctx, &ctx->service, &version);
 
     if (c == NULL) {
         (void) ngx_atomic_fetch_add(&shm->overflow, 1);
