@@ -759,6 +759,10 @@ def t_counters_and_prometheus(tmp):
         check(s.get("/", [("X-Gray", "1"), ("X-Backend-Status", "404")])[0] == 404, "404")
         check(s.get("/", [("X-Backend-Status", "503")])[0] == 503, "503")
         check(s.get("/", [("X-Backend-Sleep", "0.06")])[0] == 200, "slow")
+        # a worker counts a request in its log phase, just after the answer
+        # went out: the other worker may show the status a moment earlier
+        wait_until("all 12 requests counted",
+                   lambda: sum(x["requests"] for x in counters(s.status()).values()) >= 12, timeout=5)
         st = s.status()
         for key in ("policy_revision", "policy_file", "policy_error", "upstreams_revision", "pid"):
             check(key in st, ("missing", key, st))
@@ -809,7 +813,12 @@ def t_reload_new_upstreams(tmp):
         # the new ones, so a request may yet meet the old configuration.
         wait_until("the new upstream to serve", lambda: s.route([("X-Gray", "1")])[4:6] == ("order.v2", "order.v2"),
                    timeout=10)
-        c = counters(s.status())
+        # counted in the log phase, just after the answer went out
+        def both():
+            c = counters(s.status())
+            done = all(c.get(k, {}).get("requests", 0) >= 1 for k in ("order.v1", "order.v2"))
+            return c if done else None
+        c, _ = wait_until("both versions counted", both, timeout=5)
         check(c["order.v1"]["requests"] >= 1 and c["order.v2"]["requests"] >= 1, c)
 
 
