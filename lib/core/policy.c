@@ -76,6 +76,8 @@ typedef struct slot_builder {
   gray_policy_t *p;
   uint32_t cap;
   uint32_t *uses; /* per slot, while building (at most GRAY__SLOTS_CACHED counted) */
+  uint32_t *index; /* open addressing over (attr, name): slot + 1, 0 empty */
+  uint32_t mask;
 } slot_builder;
 
 static uint64_t header_hash31(gray_str_t name) {
@@ -92,10 +94,16 @@ static uint64_t header_hash31(gray_str_t name) {
  * out of memory. */
 static uint32_t slot_of(slot_builder *b, gray_attr_t attr, gray_str_t name) {
   gray_policy_t *p = b->p;
-  for (uint32_t i = 0; i < p->nslots; i++)
-    if (p->slots[i].attr == attr && p->slots[i].name.len == name.len &&
-        (name.len == 0 || !memcmp(p->slots[i].name.p, name.p, name.len)))
-      return i;
+  uint32_t h = gray_murmur3_32(name.p, name.len, (uint32_t)attr) & b->mask;
+  for (;; h = (h + 1) & b->mask) {
+    uint32_t i = b->index[h];
+    if (i == 0) break;
+    const gray__slot *sl = &p->slots[i - 1];
+    if (sl->attr == attr && sl->name.len == name.len &&
+        (name.len == 0 || !memcmp(sl->name.p, name.p, name.len)))
+      return i - 1;
+  }
+  b->index[h] = p->nslots + 1;
   if (p->nslots == b->cap) {
     uint32_t cap = b->cap ? b->cap * 2 : 8;
     gray__slot *n = gray__arena_alloc(b->arena, cap * sizeof(*n));
@@ -149,19 +157,25 @@ static void share_versions(gray_policy_t *p) {
 static int policy_slots(gray__arena *a, gray_policy_t *p) {
   static const gray_str_t none = {"", 0};
   uint32_t uses[GRAY__SLOTS_CACHED] = {0};
-  slot_builder b = {a, p, 0, uses};
+  /* the index: at most nconds + 1 slots, at most half full */
+  uint32_t size = 16;
+  while (size < 2 * (p->nconds + 1)) size *= 2;
+  slot_builder b = {a, p, 0, uses, gray__calloc(size, sizeof(uint32_t)), size - 1};
+  if (!b.index) return GRAY_ENOMEM;
   p->slots = NULL;
   p->nslots = 0;
-  for (int pass = 0; pass < 2; pass++) {
-    for (uint32_t i = 0; i < p->nrules; i++)
-      if (p->rules[i].when && slots_of_node(&b, p->rules[i].when, pass) != GRAY_OK)
-        return GRAY_ENOMEM;
-    if (pass == 1) break;
+  int rc = GRAY_OK;
+  for (int pass = 0; pass < 2 && rc == GRAY_OK; pass++) {
+    for (uint32_t i = 0; i < p->nrules && rc == GRAY_OK; i++)
+      if (p->rules[i].when) rc = slots_of_node(&b, p->rules[i].when, pass);
+    if (pass == 1 || rc != GRAY_OK) break;
     /* a decision without a rule's tag reads `tag` once more */
     p->tag_slot = slot_of(&b, GRAY_ATTR_TAG, none);
-    if (p->tag_slot == UINT32_MAX) return GRAY_ENOMEM;
-    if (p->tag_slot < GRAY__SLOTS_CACHED) uses[p->tag_slot]++;
+    if (p->tag_slot == UINT32_MAX) rc = GRAY_ENOMEM;
+    else if (p->tag_slot < GRAY__SLOTS_CACHED) uses[p->tag_slot]++;
   }
+  gray__free(b.index);
+  if (rc != GRAY_OK) return rc;
   p->tag_shared = p->tag_slot < GRAY__SLOTS_CACHED && uses[p->tag_slot] > 1;
   p->nheader_slots = p->ncookie_slots = 0;
   memset(p->header_owner, 0, sizeof p->header_owner);

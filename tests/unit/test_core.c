@@ -200,6 +200,44 @@ static void test_policy_slots(void **state) {
   assert_int_equal(p->rules[1].when->kids[0]->slot, 0);
   gray_policyset_release(set);
 
+  /* many attributes, each tested twice: one slot per distinct one, every
+   * condition pointing at its own */
+  enum { N = 600 };
+  static char many[64 * 1024];
+  size_t o = (size_t)snprintf(many, sizeof many,
+                              "{\"service\": \"s\", \"default\": \"v1\", \"rules\": [");
+  for (int r = 0; r < 2; r++) {
+    o += (size_t)snprintf(many + o, sizeof many - o,
+                          "%s{\"name\": \"r%d\", \"route\": \"v2\", \"when\": {\"any\": [",
+                          r ? "," : "", r);
+    for (int i = 0; i < N; i++)
+      o += (size_t)snprintf(many + o, sizeof many - o,
+                            "%s{\"attr\": \"%s:n%d\", \"op\": \"exists\"}", i ? "," : "",
+                            i % 2 ? "cookie" : "header", i);
+    o += (size_t)snprintf(many + o, sizeof many - o, "]}}");
+  }
+  o += (size_t)snprintf(many + o, sizeof many - o, "]}");
+  assert_true(o < sizeof many);
+  assert_int_equal(gray_policyset_parse(many, o, GRAY_PARSE_ONE, &set, &err), GRAY_OK);
+  p = gray_policyset_at(set, 0);
+  assert_int_equal(p->nslots, N + 1); /* and `tag` */
+  for (int r = 0; r < 2; r++) {
+    const gray__node *w = p->rules[r].when;
+    for (int i = 0; i < N; i++) {
+      const gray__slot *sl = &p->slots[w->kids[i]->slot];
+      char want[16];
+      snprintf(want, sizeof want, "n%d", i);
+      assert_int_equal(w->kids[i]->slot, (uint32_t)i);
+      assert_int_equal(sl->attr, i % 2 ? GRAY_ATTR_COOKIE : GRAY_ATTR_HEADER);
+      assert_int_equal(sl->name.len, strlen(want));
+      assert_memory_equal(sl->name.p, want, sl->name.len);
+      assert_int_equal(w->kids[i]->slot_shared, i < GRAY__SLOTS_CACHED);
+    }
+  }
+  assert_int_equal(p->nheader_slots, N / 2);
+  assert_int_equal(p->ncookie_slots, N / 2);
+  gray_policyset_release(set);
+
   /* routes to one version share its text (with the default's) */
   static const char two[] =
       "{\"service\": \"s\", \"default\": \"v1\", \"rules\": ["
