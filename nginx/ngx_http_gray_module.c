@@ -268,31 +268,30 @@ ngx_http_gray_upstream_exists(ngx_http_gray_main_conf_t *mcf,
 
 /* ngx_http_gray_upstream_exists for a version string of the set the
  * worker holds now, remembered: a decision's version is one of a few
- * strings of the compiled policy. */
+ * strings of the compiled policy (and of no other policy). */
 static ngx_uint_t
 ngx_http_gray_version_served(ngx_http_gray_main_conf_t *mcf,
-    ngx_http_gray_ctx_t *ctx, const gray_policy_t *p, gray_str_t version)
+    ngx_http_gray_ctx_t *ctx, gray_str_t version)
 {
     gray_str_t               service;
+    ngx_uint_t               gen;
     ngx_http_gray_exists_t  *e;
 
     service.p = (const char *) ctx->service.data;
     service.len = ctx->service.len;
 
-    if (ctx->set != mcf->policy.set) {
+    gen = ngx_http_gray_current(mcf, ctx->set);
+
+    if (gen == 0) {
         /* a request that began before the worker swapped its set */
         return ngx_http_gray_upstream_exists(mcf, service, version);
     }
 
     e = &mcf->exists[((uintptr_t) version.p / 8) % NGX_HTTP_GRAY_EXISTS_CACHE];
 
-    if (e->set != ctx->set || e->generation != mcf->policy.generation
-        || e->version != version.p || e->policy != p)
-    {
-        e->set = ctx->set;
-        e->generation = mcf->policy.generation;
+    if (e->generation != gen || e->version != version.p) {
+        e->generation = gen;
         e->version = version.p;
-        e->policy = p;
         e->exists = ngx_http_gray_upstream_exists(mcf, service, version);
     }
 
@@ -306,24 +305,20 @@ static const gray_policy_t *
 ngx_http_gray_find_policy(ngx_http_gray_main_conf_t *mcf,
     ngx_http_gray_loc_conf_t *lcf, gray_policyset_t *set)
 {
+    ngx_uint_t            gen;
     const gray_policy_t  *p;
 
-    if (set == NULL) {
-        return NULL;
-    }
+    gen = ngx_http_gray_current(mcf, set);
 
-    if (set == mcf->policy.set && lcf->policy_set == set
-        && lcf->policy_generation == mcf->policy.generation)
-    {
+    if (gen && lcf->policy_generation == gen) {
         return lcf->policy;
     }
 
     p = gray_policyset_find(set, (const char *) lcf->service.data,
                             lcf->service.len);
 
-    if (set == mcf->policy.set) {
-        lcf->policy_set = set;
-        lcf->policy_generation = mcf->policy.generation;
+    if (gen) {
+        lcf->policy_generation = gen;
         lcf->policy = p;
     }
 
@@ -423,7 +418,7 @@ ngx_http_gray_decide(ngx_http_request_t *r, ngx_http_gray_loc_conf_t *lcf)
 
     ngx_http_gray_evaluate(ctx, p, &ctx->d);
 
-    if (ngx_http_gray_version_served(mcf, ctx, p, ctx->d.version)) {
+    if (ngx_http_gray_version_served(mcf, ctx, ctx->d.version)) {
         ctx->served.data = (u_char *) ctx->d.version.p;
         ctx->served.len = ctx->d.version.len;
         return ctx;
@@ -432,7 +427,7 @@ ngx_http_gray_decide(ngx_http_request_t *r, ngx_http_gray_loc_conf_t *lcf)
     def.p = gray_policy_default(p);
     def.len = ngx_strlen(def.p);
 
-    if (!ctx->d.fallback_fail && ngx_http_gray_version_served(mcf, ctx, p, def)) {
+    if (!ctx->d.fallback_fail && ngx_http_gray_version_served(mcf, ctx, def)) {
         ctx->fallback = 1;
         ctx->served.data = (u_char *) def.p;
         ctx->served.len = def.len;

@@ -53,23 +53,26 @@ typedef struct {
     u_char                    error[NGX_HTTP_GRAY_ERROR_MAX];
 } ngx_http_gray_policy_t;
 
+/* The per-worker caches below hold answers about strings of the policy
+ * set the worker held when they were made, keyed by address; each records
+ * that set's policy.generation (0: made for an older set, trusted by
+ * nothing). Loading a set bumps the generation, so an entry of the current
+ * generation is about the current set, whose strings stay put. */
+
 /* A counter slot of a service/version pair, by the addresses of its names
  * (see ngx_http_gray_counter in ngx_http_gray_status.c). */
 typedef struct {
     u_char                   *service;
     u_char                   *version;
     void                     *slot;     /* in the shared zone */
-    gray_policyset_t         *set;      /* version's set when last checked */
     ngx_uint_t                generation;
 } ngx_http_gray_cache_slot_t;
 
-/* A version's upstream block exists or not: valid while `set` is the
- * worker's set at `generation`, whose strings stay put. */
+/* Whether a version (a decision's, or a policy's default) has an upstream
+ * block. */
 typedef struct {
-    gray_policyset_t         *set;
     ngx_uint_t                generation;
-    const char               *version;  /* a decision's version (or default) */
-    const gray_policy_t      *policy;
+    const char               *version;
     ngx_uint_t                exists;
 } ngx_http_gray_exists_t;
 
@@ -95,8 +98,7 @@ typedef struct {
     ngx_array_t              *trusted;         /* gray_trusted_proxies: ngx_cidr_t */
     ngx_array_t              *trusted_ip;      /* the same IP nets: gray__cidr */
     ngx_uint_t                status;          /* gray_status here */
-    /* this worker's policy for `service` in policy_set at policy_generation */
-    gray_policyset_t         *policy_set;
+    /* this worker's policy for `service` in its set of policy_generation */
     ngx_uint_t                policy_generation;
     const gray_policy_t      *policy;
 } ngx_http_gray_loc_conf_t;
@@ -143,6 +145,14 @@ extern ngx_module_t ngx_http_gray_module;
 /* ngx_http_gray_request.c */
 /* Hashes of the header names the module looks for (at configuration). */
 void ngx_http_gray_request_init(void);
+/* The generation of the set the worker holds when that is `set`, else 0
+ * (see the caches above). */
+static ngx_inline ngx_uint_t
+ngx_http_gray_current(ngx_http_gray_main_conf_t *mcf, gray_policyset_t *set)
+{
+    return set != NULL && set == mcf->policy.set ? mcf->policy.generation : 0;
+}
+
 /* Decide the request of ctx with p (the core's evaluator with the module's
  * lookups inlined). */
 void ngx_http_gray_evaluate(ngx_http_gray_ctx_t *ctx, const gray_policy_t *p,

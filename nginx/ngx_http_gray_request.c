@@ -38,11 +38,10 @@ ngx_http_gray_request_init(void)
                                           sizeof("x-gray-tag") - 1);
     ngx_http_gray_hash_xff = ngx_hash_key((u_char *) "x-forwarded-for",
                                           sizeof("x-forwarded-for") - 1);
-    ngx_http_gray_owner[ngx_http_gray_hash_cookie % 64] = 1;
-    ngx_http_gray_owner[ngx_http_gray_hash_tag % 64] =
-        ngx_http_gray_owner[ngx_http_gray_hash_tag % 64] ? 255 : 2;
-    ngx_http_gray_owner[ngx_http_gray_hash_xff % 64] =
-        ngx_http_gray_owner[ngx_http_gray_hash_xff % 64] ? 255 : 3;
+    ngx_memzero(ngx_http_gray_owner, sizeof(ngx_http_gray_owner));
+    gray__owner_mark(&ngx_http_gray_owner[ngx_http_gray_hash_cookie % 64], 0);
+    gray__owner_mark(&ngx_http_gray_owner[ngx_http_gray_hash_tag % 64], 1);
+    gray__owner_mark(&ngx_http_gray_owner[ngx_http_gray_hash_xff % 64], 2);
 }
 
 
@@ -52,6 +51,14 @@ ngx_http_gray_request_init(void)
 #define ngx_http_gray_header_is(h, hk, lname, n)                             \
     ((h)->hash == (hk) && (h)->key.len == (n)                                \
      && ngx_memcmp((h)->lowcase_key, lname, n) == 0)
+
+/* The same with hash 0 for a name nginx leaves out of its hash (a
+ * character outside a-z, 0-9 and '-'): then by the name alone, among the
+ * headers nginx kept. */
+#define ngx_http_gray_header_named(h, hk, lname, n)                          \
+    ((hk) ? ngx_http_gray_header_is(h, hk, lname, n)                         \
+          : ((h)->hash != 0 && (h)->key.len == (n)                           \
+             && ngx_memcmp((h)->lowcase_key, lname, n) == 0))
 
 
 ngx_table_elt_t *
@@ -81,14 +88,7 @@ ngx_http_gray_find_header(ngx_http_request_t *r, ngx_uint_t hash,
             }
         }
 
-        if (hash != 0) {
-            if (ngx_http_gray_header_is(&h[i], hash, lname, len)) {
-                return &h[i];
-            }
-
-        } else if (h[i].hash != 0 && h[i].key.len == len
-                   && ngx_memcmp(h[i].lowcase_key, lname, len) == 0)
-        {
+        if (ngx_http_gray_header_named(&h[i], hash, lname, len)) {
             return &h[i];
         }
     }
@@ -112,11 +112,8 @@ ngx_http_gray_header_slot(ngx_http_gray_ctx_t *ctx, ngx_table_elt_t *h,
     sl = &ctx->policy->slots[j];
 
     if (!(ctx->slot_found & bit)
-        && (sl->hash31 ? ngx_http_gray_header_is(h, (ngx_uint_t) sl->hash31,
-                                                 sl->name.p, sl->name.len)
-                       : (h->hash != 0 && h->key.len == sl->name.len
-                          && ngx_memcmp(h->lowcase_key, sl->name.p,
-                                        sl->name.len) == 0)))
+        && ngx_http_gray_header_named(h, (ngx_uint_t) sl->hash31, sl->name.p,
+                                      sl->name.len))
     {
         ctx->slot_found |= bit;
         ctx->sval[j].p = (const char *) h->value.data;

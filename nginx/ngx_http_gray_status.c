@@ -47,10 +47,10 @@ typedef struct {
 /* This worker's slots of the pairs it counted lately (mcf->counter_cache),
  * by the addresses of the two names (the location's service, the version
  * in the policy set): a request of a pair seen before needs neither the
- * hash nor the probe. An entry is used as it is while the worker still
- * holds the set it was made with (the version's text cannot have moved);
- * otherwise only when its slot's names equal the request's, so a name at a
- * reused address never counts into another pair's slot. */
+ * hash nor the probe. An entry is used as it is for a request of the set
+ * the worker holds, when made for that set (the version's text cannot
+ * have moved); otherwise only when its slot's names equal the request's,
+ * so a name at a reused address never counts into another pair's slot. */
 
 typedef struct {
     ngx_atomic_t  pid;
@@ -245,11 +245,13 @@ static ngx_http_gray_counter_t *
 ngx_http_gray_counter(ngx_http_gray_main_conf_t *mcf,
     ngx_http_gray_ctx_t *ctx, ngx_str_t *service, ngx_str_t *version)
 {
+    ngx_uint_t                   gen;
     ngx_http_gray_shm_t         *shm;
     ngx_http_gray_counter_t     *c;
     ngx_http_gray_cache_slot_t  *e;
 
     shm = ngx_http_gray_shm(mcf);
+    gen = ngx_http_gray_current(mcf, ctx->set);
 
     if (service->len > GRAY_NAME_LEN_MAX || version->len > GRAY_NAME_LEN_MAX) {
         return NULL;
@@ -265,9 +267,7 @@ ngx_http_gray_counter(ngx_http_gray_main_conf_t *mcf,
     {
         c = NULL;
 
-    } else if (e->set == ctx->set && ctx->set == mcf->policy.set
-               && e->generation == mcf->policy.generation)
-    {
+    } else if (gen && e->generation == gen) {
         return c;   /* the same strings of the set the worker holds */
 
     } else if (!((u_char *) c >= (u_char *) shm->counters
@@ -291,8 +291,7 @@ ngx_http_gray_counter(ngx_http_gray_main_conf_t *mcf,
     e->service = service->data;
     e->version = version->data;
     e->slot = c;
-    e->set = ctx->set;
-    e->generation = mcf->policy.generation;
+    e->generation = gen;
 
     return c;
 }

@@ -153,6 +153,12 @@ struct gray_policy_s {
   uint8_t cookie_owner[64];
 };
 
+/* Enter item i into an owner table entry (header_owner, cookie_owner):
+ * 0 becomes i + 1, anything else (or i >= 254) 255, "several". */
+static inline void gray__owner_mark(uint8_t *o, uint32_t i) {
+  *o = *o || i >= 254 ? 255 : (uint8_t)(i + 1);
+}
+
 
 typedef struct gray__regex_list gray__regex_list;
 

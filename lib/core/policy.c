@@ -187,15 +187,13 @@ static int policy_slots(gray__arena *a, gray_policy_t *p) {
   for (uint32_t i = 0; i < p->nslots; i++) {
     if (p->slots[i].attr == GRAY_ATTR_HEADER) {
       p->header_slots[p->nheader_slots++] = i;
-      uint8_t *o = &p->header_owner[p->slots[i].hash31 % 64];
-      *o = *o || i >= 254 ? 255 : (uint8_t)(i + 1);
+      gray__owner_mark(&p->header_owner[p->slots[i].hash31 % 64], i);
       if (!p->slots[i].hash31) p->header_by_name = 1;
     }
     if (p->slots[i].attr == GRAY_ATTR_COOKIE) {
       p->cookie_slots[p->ncookie_slots++] = i;
       size_t len = p->slots[i].name.len;
-      uint8_t *o = &p->cookie_owner[len < 63 ? len : 63];
-      *o = *o || i >= 254 ? 255 : (uint8_t)(i + 1);
+      gray__owner_mark(&p->cookie_owner[len < 63 ? len : 63], i);
     }
   }
   return GRAY_OK;
