@@ -161,6 +161,59 @@ int gray__parse_mod(const char *p, size_t len, uint64_t divisor, uint64_t *rem) 
   return 1;
 }
 
+/* The `in` set's own hash: it never leaves the compiled policy (unlike the
+ * percent bucket's murmur3, which every executor must agree on), so it is
+ * built for the short values sets hold (ids, regions, tokens): up to 16
+ * bytes in two overlapping 8-byte (or 4-byte) reads, longer ones 8 bytes at
+ * a time, each word folded in by a 64x64->128 multiply. */
+static inline uint64_t strset_load64(const unsigned char *p) {
+  uint64_t v;
+  memcpy(&v, p, 8);
+  return v;
+}
+static inline uint64_t strset_load32(const unsigned char *p) {
+  uint32_t v;
+  memcpy(&v, p, 4);
+  return v;
+}
+static inline uint64_t strset_mix(uint64_t a, uint64_t b) {
+  a ^= 0xa0761d6478bd642full;
+  b ^= 0xe7037ed1a0b428dbull;
+#ifdef __SIZEOF_INT128__
+  unsigned __int128 m = (unsigned __int128)a * b;
+  return (uint64_t)m ^ (uint64_t)(m >> 64);
+#else
+  uint64_t m = (a ^ (b >> 29)) * 0xbf58476d1ce4e5b9ull;
+  m ^= b * 0x94d049bb133111ebull;
+  return m ^ (m >> 31);
+#endif
+}
+static uint32_t strset_hash(const char *text, size_t len) {
+  const unsigned char *p = (const unsigned char *)text;
+  uint64_t a, b, h = 0x8ebc6af09c88c6e3ull ^ len;
+  if (len <= 16) {
+    if (len >= 8) {
+      a = strset_load64(p);
+      b = strset_load64(p + len - 8);
+    } else if (len >= 4) {
+      a = strset_load32(p);
+      b = strset_load32(p + len - 4);
+    } else if (len > 0) {
+      a = (uint64_t)p[0] << 16 | (uint64_t)p[len >> 1] << 8 | p[len - 1];
+      b = 0;
+    } else {
+      a = b = 0;
+    }
+  } else {
+    size_t i = 0;
+    for (; i + 16 < len; i += 16) h = strset_mix(strset_load64(p + i) ^ h, strset_load64(p + i + 8));
+    a = strset_load64(p + len - 16);
+    b = strset_load64(p + len - 8);
+  }
+  h = strset_mix(a ^ h, b ^ 0x589965cc75374cc3ull);
+  return (uint32_t)(h ^ h >> 32);
+}
+
 int gray__strset_build(gray__arena *a, gray__node *n, const gray_str_t *values, size_t count) {
   uint32_t slots = 8;
   while (slots < count * 2) slots <<= 1;
@@ -171,7 +224,7 @@ int gray__strset_build(gray__arena *a, gray__node *n, const gray_str_t *values, 
   s->mask = slots - 1;
   s->count = 0;
   for (size_t i = 0; i < count; i++) {
-    uint32_t h = gray_murmur3_32(values[i].p, values[i].len, 0x9e3779b9u);
+    uint32_t h = strset_hash(values[i].p, values[i].len);
     uint32_t k = h & s->mask;
     for (;;) {
       gray__strset_slot *e = &s->slots[k];
@@ -194,7 +247,7 @@ int gray__strset_build(gray__arena *a, gray__node *n, const gray_str_t *values, 
 }
 
 int gray__strset_has(const gray__strset *s, const char *p, size_t len) {
-  uint32_t h = gray_murmur3_32(p, len, 0x9e3779b9u);
+  uint32_t h = strset_hash(p, len);
   uint32_t k = h & s->mask;
   for (;;) {
     const gray__strset_slot *e = &s->slots[k];

@@ -50,7 +50,7 @@ typedef enum {
 gray__op gray__op_parse(const char *text, size_t len);
 const char *gray__op_name(gray__op op);
 
-/* A set of strings for `in`: open addressing over murmur3 hashes. A slot
+/* A set of strings for `in`: open addressing over a hash of its own. A slot
  * holds the hash, the length and the bytes' address together, so a lookup
  * that finds nothing reads one cache line of the table. */
 typedef struct gray__strset_slot {

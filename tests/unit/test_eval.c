@@ -447,6 +447,92 @@ static void test_regex_limit(void **state) {
   gray_policyset_release(set);
 }
 
+/* `in` over a set of values of every length from 0 to 48 (the set's own
+ * hash reads short values in overlapping words and long ones in blocks):
+ * each member is found, and each value one edit away from a member (a byte
+ * changed at any position, one added, one dropped) is found exactly when it
+ * is itself a member. */
+#define IN_N 400
+static char in_vals[IN_N][50];
+static size_t in_lens[IN_N];
+
+static int in_member(const char *p, size_t len) {
+  for (int i = 0; i < IN_N; i++)
+    if (in_lens[i] == len && !memcmp(in_vals[i], p, len)) return 1;
+  return 0;
+}
+
+/* The value goes in a heap block of its own size, so a hash that reads
+ * past its end sees other bytes than it did when the set was built (and
+ * ASan reports the read). */
+static int in_decide(const gray_policy_t *p, const char *value, size_t len) {
+  char *v = malloc(len ? len : 1);
+  assert_non_null(v);
+  memcpy(v, value, len);
+  gray_kv_t hdr[] = {{S("x-v"), {v, len}}};
+  gray_kv_request_t kv;
+  memset(&kv, 0, sizeof kv);
+  kv.headers = hdr;
+  kv.nheaders = 1;
+  gray_request_t req = {gray_kv_lookup, &kv};
+  gray_decision_t d;
+  gray_decide(p, &req, &d);
+  free(v);
+  return d.rule_index == 0;
+}
+
+static void test_in_set_membership(void **state) {
+  (void)state;
+  static const char alpha[] = "abcdefghijklmnopqrstuvwxyz0123456789";
+  size_t cap = 64 + IN_N * 60;
+  char *doc = malloc(cap);
+  assert_non_null(doc);
+  size_t o = (size_t)snprintf(doc, cap,
+                              "{\"service\":\"s\",\"default\":\"v1\",\"rules\":[{\"name\":\"r\","
+                              "\"route\":\"v2\",\"when\":{\"attr\":\"header:x-v\",\"op\":\"in\","
+                              "\"value\":[");
+  uint32_t x = 12345;
+  for (int i = 0; i < IN_N; i++) {
+    in_lens[i] = (size_t)(i % 49);
+    for (size_t j = 0; j < in_lens[i]; j++) {
+      x = x * 1103515245u + 12345u;
+      in_vals[i][j] = alpha[(x >> 16) % 36];
+    }
+    o += (size_t)snprintf(doc + o, cap - o, "%s\"%.*s\"", i ? "," : "", (int)in_lens[i],
+                          in_vals[i]);
+  }
+  snprintf(doc + o, cap - o, "]}}]}");
+  gray_policyset_t *set = parse(doc, 0);
+  free(doc);
+  assert_non_null(set);
+  const gray_policy_t *p = gray_policyset_at(set, 0);
+  char buf[64];
+  int probes = 0;
+  for (int i = 0; i < IN_N; i++) {
+    size_t n = in_lens[i];
+    assert_true(in_decide(p, in_vals[i], n));
+    for (size_t j = 0; j < n; j++) { /* a byte changed */
+      memcpy(buf, in_vals[i], n);
+      buf[j] = (char)(buf[j] == 'a' ? 'b' : 'a');
+      assert_int_equal(in_decide(p, buf, n), in_member(buf, n));
+      probes++;
+    }
+    memcpy(buf, in_vals[i], n); /* one added, at the end and in front */
+    buf[n] = 'z';
+    assert_int_equal(in_decide(p, buf, n + 1), in_member(buf, n + 1));
+    buf[0] = '-';
+    memcpy(buf + 1, in_vals[i], n);
+    assert_int_equal(in_decide(p, buf, n + 1), in_member(buf, n + 1));
+    if (n) { /* one dropped */
+      assert_int_equal(in_decide(p, in_vals[i], n - 1), in_member(in_vals[i], n - 1));
+      assert_int_equal(in_decide(p, in_vals[i] + 1, n - 1), in_member(in_vals[i] + 1, n - 1));
+    }
+    probes += 4;
+  }
+  assert_true(probes > 10000);
+  gray_policyset_release(set);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_set_accessors),  cmocka_unit_test(test_parse_flags),
@@ -454,6 +540,7 @@ int main(void) {
       cmocka_unit_test(test_explain_trace),  cmocka_unit_test(test_percent_property),
       cmocka_unit_test(test_decide_allocates_nothing), cmocka_unit_test(test_threads),
       cmocka_unit_test(test_regex_limit), cmocka_unit_test(test_lookup_once_per_attribute),
+      cmocka_unit_test(test_in_set_membership),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
