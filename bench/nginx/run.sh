@@ -37,7 +37,9 @@
 # BENCH_ALTERNATIONS (rounds, default 3), BENCH_NGINX_SECONDS (per config per
 # round, default 10), BENCH_NGINX_CONNS (wrk connections, default 50),
 # BENCH_NGINX_THREADS (wrk threads, default 1), BENCH_NGINX_CONFIGS (default
-# "stock module map lua haproxy"; stock is always included), BENCH_NGINX_PIN
+# "stock module map lua haproxy stock_headers"; stock is always included;
+# stock_headers is stock forwarding the module's two headers with fixed
+# values, the peer that isolates the decision's own cost), BENCH_NGINX_PIN
 # (1: with 2+ CPUs, the proxy on the last CPU and wrk and the backend on the
 # others; 0: no pinning; default 1), BENCH_NGINX_MAX_FOREIGN (a run during
 # which other processes used more than this % of one CPU is tried again;
@@ -60,7 +62,7 @@ rounds=${BENCH_ALTERNATIONS:-3}
 secs=${BENCH_NGINX_SECONDS:-10}
 conns=${BENCH_NGINX_CONNS:-50}
 threads=${BENCH_NGINX_THREADS:-1}
-want_configs=${BENCH_NGINX_CONFIGS:-"stock module map lua haproxy"}
+want_configs=${BENCH_NGINX_CONFIGS:-"stock module map lua haproxy stock_headers"}
 pin=${BENCH_NGINX_PIN:-1}
 max_foreign=${BENCH_NGINX_MAX_FOREIGN:-15}
 max_tries=${BENCH_NGINX_TRIES:-3}
@@ -433,6 +435,97 @@ echo "nginx_runs_repeated: $retries"
 awk '{print $8}' "$tmp"/rounds/* | median | sed 's/^/nginx_other_work_cpu_pct_median: /'
 
 
+# --- Side by side: two proxies on one CPU at the same time ----------------------
+# The timed rounds above run one configuration after another, so anything
+# that changes the machine's speed between them (other tenants, frequency,
+# cache pressure) moves the ratios; on a shared machine that was 10-40 % of
+# stock's own CPU per request. Here the pair runs at once, both proxies on
+# the proxy CPU (pinned, as above), each under its own wrk with the same
+# connections: whatever slows the machine slows both in the same seconds,
+# and each one's CPU time per request is read over the same window. The
+# two contend for one core, so this is each proxy's cost under that
+# contention (both warm caches less), the same for both: it gives the
+# ratio, not the absolute microseconds. The pairs: stock+module,
+# stock_headers+module, and module with each peer (map, lua, haproxy) that
+# runs. BENCH_NGINX_PAIRED=0 skips it.
+paired_note=""
+paired_peers=()
+run_pair() { # run_pair A B SECONDS: writes "cpuA cpuB rpsA rpsB errors" to $tmp/pair.res
+  local a=$1 b=$2 s=$3 pa=${cpu_pid_of[$1]} pb=${cpu_pid_of[$2]} ta0 tb0 ta1 tb1 wa wb rc=0
+  ta0=$(cpu_ticks "$pa")
+  tb0=$(cpu_ticks "$pb")
+  "${load_cpu[@]+"${load_cpu[@]}"}" "$wrk" -t1 -c"$conns" -d"${s}s" -s "$here/wrk.lua" \
+    "http://127.0.0.1:${port_of[$a]}/" -- "$tmp/requests.lua" >"$tmp/pair_a.out" 2>"$tmp/pair_a.err" &
+  wa=$!
+  pids+=("$wa")
+  "${load_cpu[@]+"${load_cpu[@]}"}" "$wrk" -t1 -c"$conns" -d"${s}s" -s "$here/wrk.lua" \
+    "http://127.0.0.1:${port_of[$b]}/" -- "$tmp/requests.lua" >"$tmp/pair_b.out" 2>"$tmp/pair_b.err" &
+  wb=$!
+  pids+=("$wb")
+  wait "$wa" || rc=$?
+  wait "$wb" || rc=$?
+  forget_pid "$wa"
+  forget_pid "$wb"
+  ta1=$(cpu_ticks "$pa")
+  tb1=$(cpu_ticks "$pb")
+  if [ "$rc" != 0 ]; then
+    note "side by side $a/$b: wrk failed:"
+    sed 's/^/#   /' "$tmp/pair_a.err" "$tmp/pair_b.err" >&2
+    return 1
+  fi
+  awk -v ta0="$ta0" -v ta1="$ta1" -v tb0="$tb0" -v tb1="$tb1" -v hz="$hz" -v s="$s" '
+    FNR == 1 { f++ }
+    / requests in / { n[f] = $1 }
+    /Socket errors:/ { gsub(/,/, ""); err += $4 + $6 + $8 + $10 }
+    /Non-2xx or 3xx responses:/ { err += $5 }
+    END {
+      split(ta0, a0, " "); split(ta1, a1, " "); split(tb0, b0, " "); split(tb1, b1, " ")
+      ca = (a1[1] + a1[2] - a0[1] - a0[2]) * 1e6 / hz
+      cb = (b1[1] + b1[2] - b0[1] - b0[2]) * 1e6 / hz
+      printf "%.3f %.3f %.1f %.1f %d\n", ca / (n[1] > 0 ? n[1] : 1), cb / (n[2] > 0 ? n[2] : 1),
+        n[1] / s, n[2] / s, err
+    }' "$tmp/pair_a.out" "$tmp/pair_b.out" >"$tmp/pair.res"
+}
+if [ "${BENCH_NGINX_PAIRED:-1}" = 1 ] && has module && [ ${#proxy_cpu[@]} -gt 0 ]; then
+  mkdir -p "$tmp/pairs"
+  pairs=("stock module")
+  has stock_headers && pairs+=("stock_headers module")
+  for c in map lua haproxy; do
+    has "$c" && pairs+=("module $c")
+  done
+  note "side by side: ${pairs[*]}; $rounds rounds x ${secs} s, both proxies on one CPU at once, wrk -c$conns each"
+  for r in $(seq "$rounds"); do
+    line=""
+    for pr in "${pairs[@]}"; do
+      read -r a b <<<"$pr"
+      # which wrk starts first alternates
+      if [ $((r % 2)) = 1 ]; then
+        run_pair "$a" "$b" "$secs" || exit 1
+        read -r ca cb ra rb e <"$tmp/pair.res"
+      else
+        run_pair "$b" "$a" "$secs" || exit 1
+        read -r cb ca rb ra e <"$tmp/pair.res"
+      fi
+      echo "$ca $cb $ra $rb $e" >>"$tmp/pairs/$a-$b"
+      line+=" $a $ca us/req ${ra}/s, $b $cb us/req ${rb}/s (ratio $(awk -v x="$ca" -v y="$cb" 'BEGIN {printf "%.3f", y / x}'), err $e);"
+    done
+    note "side by side round $r:$line"
+  done
+  for pr in "${pairs[@]}"; do
+    read -r a b <<<"$pr"
+    f=$tmp/pairs/$a-$b
+    ratio=$(awk '{print $2 / $1}' "$f" | median)
+    over=$(awk '{print $2 - $1}' "$f" | median)
+    errs=$(awk '{e += $5} END {print e + 0}' "$f")
+    echo "nginx_paired_${b}_cpu_ratio_to_${a}: $(awk -v r="$ratio" 'BEGIN {printf "%.3f", r}')"
+    echo "nginx_paired_${b}_capacity_ratio_to_${a}: $(awk -v r="$ratio" 'BEGIN {printf "%.3f", 1 / r}')"
+    echo "nginx_paired_${b}_cpu_us_over_${a}: $(awk -v r="$over" 'BEGIN {printf "%.3f", r}')"
+    echo "nginx_paired_${b}_${a}_errors: $errs"
+    [ "$a" = stock ] && paired_note="$ratio"
+    [ "$a" = module ] && paired_peers+=("$b $ratio")
+  done
+fi
+
 # --- Instructions per request (callgrind) ---------------------------------------
 # User-space instructions the proxy executes per request, counted by
 # valgrind's callgrind: deterministic, so this comparison is not blurred by
@@ -517,15 +610,40 @@ if has module; then
   echo "nginx_stock_cpu_spread_pct: $spread"
   if [ "$spread" -gt 5 ]; then
     note "stock's CPU per request moved by $spread % between rounds (more than the 3 % the throughput target allows):"
-    note "the timed verdicts below are within this run's noise; the instruction counts above are not"
+    note "the sequential verdicts below are within this run's noise; the instruction counts and the side-by-side ratios are not"
   fi
   verdict() { if awk "BEGIN {exit !($1)}"; then echo met; else echo "NOT met"; fi; }
-  note "targets: module rps >= 0.97 x stock: $(verdict "$m_rps >= 0.97 * $s_rps")" \
+  seq_label="targets"
+  if [ -n "$paired_note" ]; then
+    seq_label="targets (sequential rounds)"
+    note "the sequential rounds' verdicts, then side by side's; where they disagree, side by side counts"
+  fi
+  note "$seq_label: module rps >= 0.97 x stock: $(verdict "$m_rps >= 0.97 * $s_rps")" \
     "(by CPU capacity: $(verdict "$s_cpu >= 0.97 * $m_cpu"));" \
     "p99 <= 1.1 x stock: $(verdict "$m_p99 <= 1.1 * $s_p99");" \
     "cpu/request <= stock + 1 us: $(verdict "$m_cpu <= $s_cpu + 1")"
   for c in map lua haproxy; do
     has "$c" || continue
-    note "targets: module cpu/request <= $c: $(verdict "$m_cpu <= $(col "$c" 3)")"
+    note "$seq_label: module cpu/request <= $c: $(verdict "$m_cpu <= $(col "$c" 3)")"
   done
+  if [ -n "$paired_note" ]; then
+    note "side by side: module capacity >= 0.97 x stock: $(verdict "1 / $paired_note >= 0.97")" \
+      "(the median of the rounds' CPU-per-request ratios, both at once on one CPU)"
+  fi
+  for pr in "${paired_peers[@]+"${paired_peers[@]}"}"; do
+    read -r c ratio <<<"$pr"
+    note "side by side: module cpu/request <= $c: $(verdict "$ratio >= 1")" \
+      "($c / module: $(awk -v r="$ratio" 'BEGIN {printf "%.3f", r}'))"
+  done
+  # The decision's own cost: the module against stock forwarding the same
+  # two headers with fixed values (not a target of the issue; its peer).
+  if has stock_headers; then
+    h_rps=$(col stock_headers 1) h_cpu=$(col stock_headers 3) h_usr=$(col stock_headers 6)
+    awk -v r="$m_rps" -v u="$m_cpu" -v us="$(col module 6)" -v hr="$h_rps" -v hu="$h_cpu" -v hus="$h_usr" 'BEGIN {
+      printf "nginx_module_rps_ratio_to_stock_headers: %.3f\n", r / hr
+      printf "nginx_module_capacity_ratio_to_stock_headers: %.3f\n", hu / u
+      printf "nginx_module_cpu_us_over_stock_headers: %.3f\n", u - hu
+      printf "nginx_module_cpu_user_us_over_stock_headers: %.3f\n", us - hus
+    }'
+  fi
 fi
