@@ -39,7 +39,9 @@
 # BENCH_NGINX_THREADS (wrk threads, default 1), BENCH_NGINX_CONFIGS (default
 # "stock module map lua haproxy stock_headers"; stock is always included;
 # stock_headers is stock forwarding the module's two headers with fixed
-# values, the peer that isolates the decision's own cost), BENCH_NGINX_PIN
+# values, the peer that isolates the decision's own cost; stock_b, a second
+# identical stock, is the side-by-side A/A control), BENCH_NGINX_PAIRED and
+# BENCH_NGINX_PAIRS (the side-by-side rounds, below), BENCH_NGINX_PIN
 # (1: with 2+ CPUs, the proxy on the last CPU and wrk and the backend on the
 # others; 0: no pinning; default 1), BENCH_NGINX_MAX_FOREIGN (a run during
 # which other processes used more than this % of one CPU is tried again;
@@ -76,8 +78,8 @@ configs=(stock)
 for c in $want_configs; do
   case $c in
     stock) ;;
-    module | map | lua | haproxy | haproxy_plain | stock_headers) configs+=("$c") ;;
-    *) note "unknown configuration '$c' in BENCH_NGINX_CONFIGS (stock module map lua haproxy haproxy_plain stock_headers)"; exit 64 ;;
+    module | map | lua | haproxy | haproxy_plain | stock_headers | stock_b) configs+=("$c") ;;
+    *) note "unknown configuration '$c' in BENCH_NGINX_CONFIGS (stock module map lua haproxy haproxy_plain stock_headers stock_b)"; exit 64 ;;
   esac
 done
 has() { local c; for c in "${configs[@]}"; do [ "$c" = "$1" ] && return 0; done; return 1; }
@@ -110,6 +112,17 @@ if [ ! -x "$haproxy" ]; then
   drop haproxy
   drop haproxy_plain
 fi
+
+# BENCH_NGINX_PAIRS: checked before anything starts.
+user_pairs=()
+for pr in ${BENCH_NGINX_PAIRS:-}; do
+  a=${pr%%:*} b=${pr#*:}
+  if [ "$a" = "$pr" ] || ! has "$a" || ! has "$b" || [ "$a" = "$b" ]; then
+    note "BENCH_NGINX_PAIRS: '$pr' is not A:B, two different configurations of this run (${configs[*]})"
+    exit 64
+  fi
+  user_pairs+=("$a $b")
+done
 
 # --- Processes and the temporary directory -------------------------------------
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/bench-nginx.XXXXXX")
@@ -260,7 +273,9 @@ for c in "${configs[@]}"; do
   elif [ "$c" = haproxy_plain ]; then
     start_haproxy "$c" haproxy-plain.cfg "${proxy_cpu[@]+"${proxy_cpu[@]}"}" || ok=0
   else
-    render "$c" "$c.conf" "$(free_port)"
+    tpl=$c.conf
+    [ "$c" = stock_b ] && tpl=stock.conf # a second stock: the A/A control
+    render "$c" "$tpl" "$(free_port)"
     start_nginx "$c" "${proxy_cpu[@]+"${proxy_cpu[@]}"}" || ok=0
   fi
   if [ "$ok" = 0 ]; then
@@ -280,7 +295,7 @@ note "versions: $("$nginx" -v 2>&1 | sed 's/^nginx version: //'), $("$wrk" -v 2>
 
 # --- Fidelity: every request once, decisions against the core ------------------
 for c in "${configs[@]}"; do
-  [ "$c" != stock ] && [ "$c" != haproxy_plain ] && [ "$c" != stock_headers ] || continue
+  case $c in stock | stock_b | haproxy_plain | stock_headers) continue ;; esac
   python3 "$here/requests.py" verify "$root/bench/eval/requests.jsonl" "$tmp/expected.jsonl" \
     "$tmp/policy.json" "${port_of[$c]}" "nginx_$c" 2>"$tmp/verify.err" >"$tmp/verify.out" || {
     note "$c: verification failed:"
@@ -447,7 +462,10 @@ awk '{print $8}' "$tmp"/rounds/* | median | sed 's/^/nginx_other_work_cpu_pct_me
 # contention (both warm caches less), the same for both: it gives the
 # ratio, not the absolute microseconds. The pairs: stock+module,
 # stock_headers+module, and module with each peer (map, lua, haproxy) that
-# runs. BENCH_NGINX_PAIRED=0 skips it.
+# runs; BENCH_NGINX_PAIRS="A:B C:D" sets them instead (the A/A control:
+# BENCH_NGINX_CONFIGS="stock stock_b" BENCH_NGINX_PAIRS=stock:stock_b, two
+# identical stock proxies, whose ratio should be 1). BENCH_NGINX_PAIRED=0
+# skips it.
 paired_note=""
 paired_peers=()
 run_pair() { # run_pair A B SECONDS: writes "cpuA cpuB rpsA rpsB errors" to $tmp/pair.res
@@ -486,13 +504,22 @@ run_pair() { # run_pair A B SECONDS: writes "cpuA cpuB rpsA rpsB errors" to $tmp
         n[1] / s, n[2] / s, err
     }' "$tmp/pair_a.out" "$tmp/pair_b.out" >"$tmp/pair.res"
 }
-if [ "${BENCH_NGINX_PAIRED:-1}" = 1 ] && has module && [ ${#proxy_cpu[@]} -gt 0 ]; then
+if [ "${BENCH_NGINX_PAIRED:-1}" = 1 ] && { has module || [ ${#user_pairs[@]} -gt 0 ]; } &&
+  [ ${#proxy_cpu[@]} -gt 0 ]; then
   mkdir -p "$tmp/pairs"
-  pairs=("stock module")
-  has stock_headers && pairs+=("stock_headers module")
-  for c in map lua haproxy; do
-    has "$c" && pairs+=("module $c")
-  done
+  if [ ${#user_pairs[@]} -gt 0 ]; then
+    pairs=()
+    for pr in "${user_pairs[@]}"; do
+      read -r a b <<<"$pr"
+      if has "$a" && has "$b"; then pairs+=("$pr"); else note "side by side: $a/$b left out (one did not start)"; fi
+    done
+  else
+    pairs=("stock module")
+    has stock_headers && pairs+=("stock_headers module")
+    for c in map lua haproxy; do
+      has "$c" && pairs+=("module $c")
+    done
+  fi
   note "side by side: ${pairs[*]}; $rounds rounds x ${secs} s, both proxies on one CPU at once, wrk -c$conns each"
   for r in $(seq "$rounds"); do
     line=""
@@ -521,7 +548,7 @@ if [ "${BENCH_NGINX_PAIRED:-1}" = 1 ] && has module && [ ${#proxy_cpu[@]} -gt 0 
     echo "nginx_paired_${b}_capacity_ratio_to_${a}: $(awk -v r="$ratio" 'BEGIN {printf "%.3f", 1 / r}')"
     echo "nginx_paired_${b}_cpu_us_over_${a}: $(awk -v r="$over" 'BEGIN {printf "%.3f", r}')"
     echo "nginx_paired_${b}_${a}_errors: $errs"
-    [ "$a" = stock ] && paired_note="$ratio"
+    [ "$a" = stock ] && [ "$b" = module ] && paired_note="$ratio"
     [ "$a" = module ] && paired_peers+=("$b $ratio")
   done
 fi
