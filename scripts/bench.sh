@@ -56,9 +56,11 @@ fi
 # bench/nginx: the routing decision in the proxy, five ways in one run on
 # loopback — stock nginx proxy_pass, nginx + ngx_http_gray_module with the
 # reference policy, the same decision as native map/geo, in Lua (access
-# phase) and as HAProxy ACLs — with requests/s, p99, the proxy's CPU time
-# per request and each decision's agreement with the core; see
-# bench/nginx/run.sh. Skipped with a message when the module is not built.
+# phase) and as HAProxy ACLs (plus stock forwarding fixed headers) — with
+# requests/s, p99, the proxy's CPU time per request and each decision's
+# agreement with the core, then the module side by side with stock and
+# each peer (both at once on one CPU: the ratios other work cannot move);
+# see bench/nginx/run.sh. Skipped with a message when the module is not built.
 # BENCH_NGINX=0 skips it.
 if [ "${BENCH_NGINX:-1}" != 0 ]; then
   echo "# bench/nginx ($rounds alternations)"
