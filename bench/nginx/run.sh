@@ -40,7 +40,8 @@
 # "stock module map lua haproxy stock_headers"; stock is always included;
 # stock_headers is stock forwarding the module's two headers with fixed
 # values, the peer that isolates the decision's own cost; stock_b, a second
-# identical stock, is the side-by-side A/A control), BENCH_NGINX_PAIRED and
+# identical stock, is the side-by-side A/A control; module_default_only, the
+# module with a policy of no rules, its fixed cost), BENCH_NGINX_PAIRED and
 # BENCH_NGINX_PAIRS (the side-by-side rounds, below), BENCH_NGINX_PIN
 # (1: with 2+ CPUs, the proxy on the last CPU and wrk and the backend on the
 # others; 0: no pinning; default 1), BENCH_NGINX_MAX_FOREIGN (a run during
@@ -78,8 +79,8 @@ configs=(stock)
 for c in $want_configs; do
   case $c in
     stock) ;;
-    module | map | lua | haproxy | haproxy_plain | stock_headers | stock_b) configs+=("$c") ;;
-    *) note "unknown configuration '$c' in BENCH_NGINX_CONFIGS (stock module map lua haproxy haproxy_plain stock_headers stock_b)"; exit 64 ;;
+    module | map | lua | haproxy | haproxy_plain | stock_headers | stock_b | module_default_only) configs+=("$c") ;;
+    *) note "unknown configuration '$c' in BENCH_NGINX_CONFIGS (stock module map lua haproxy haproxy_plain stock_headers stock_b module_default_only)"; exit 64 ;;
   esac
 done
 has() { local c; for c in "${configs[@]}"; do [ "$c" = "$1" ] && return 0; done; return 1; }
@@ -89,7 +90,7 @@ drop() {
   configs=("${keep[@]}")
 }
 
-if has module && [ ! -f "$module" ]; then
+if { has module || has module_default_only; } && [ ! -f "$module" ]; then
   note "skipped: the Nginx module is not built ($module is missing; 'make' builds it)"
   exit 0
 fi
@@ -176,7 +177,8 @@ free_port() {
 python3 "$here/requests.py" lua "$root/bench/eval/requests.jsonl" "$tmp/requests.lua"
 python3 "$here/requests.py" lists "$root/bench/eval/reference-policy.json" "$tmp"
 cp "$root/bench/eval/reference-policy.json" "$tmp/policy.json"
-if has module; then
+cp "$here/conf/default-only-policy.json" "$tmp/default-only-policy.json"
+if has module || has module_default_only; then
   # A copy, so that a rebuild during the run cannot change what is measured.
   cp "$module" "$tmp/ngx_http_gray_module.so"
   module=$tmp/ngx_http_gray_module.so
@@ -206,6 +208,7 @@ render() {
     [ -f "$f" ] || continue
     sed -i -e "s|@USER@|$user_line|" -e "s|@PORT@|$port|g" -e "s|@BACKEND_PORT@|$backend_port|g" \
       -e "s|@MODULE@|$module|g" -e "s|@POLICY@|$tmp/policy.json|g" -e "s|@NGX_MODULES@|$ngx_modules|g" \
+      -e "s|@DEFAULT_ONLY_POLICY@|$tmp/default-only-policy.json|g" \
       -e "s|@LUA_PATH@|$tmp/lua/?.lua|g" -e "s|@DIR@|$dir|g" "$f"
   done
 }
@@ -295,7 +298,7 @@ note "versions: $("$nginx" -v 2>&1 | sed 's/^nginx version: //'), $("$wrk" -v 2>
 
 # --- Fidelity: every request once, decisions against the core ------------------
 for c in "${configs[@]}"; do
-  case $c in stock | stock_b | haproxy_plain | stock_headers) continue ;; esac
+  case $c in stock | stock_b | haproxy_plain | stock_headers | module_default_only) continue ;; esac
   python3 "$here/requests.py" verify "$root/bench/eval/requests.jsonl" "$tmp/expected.jsonl" \
     "$tmp/policy.json" "${port_of[$c]}" "nginx_$c" 2>"$tmp/verify.err" >"$tmp/verify.out" || {
     note "$c: verification failed:"
@@ -605,7 +608,7 @@ if [ "${BENCH_NGINX_INSTR:-1}" = 1 ] && command -v valgrind >/dev/null && comman
   note "instructions: each nginx configuration once more under callgrind, ${instr_secs} s of wrk -c10"
   declare -A instr_of
   for c in "${configs[@]}"; do
-    case $c in stock | module | map | stock_headers) ;; *) continue ;; esac
+    case $c in stock | module | map | stock_headers | module_default_only) ;; *) continue ;; esac
     instr_per_req "$c"
     v=$instr_result
     [ -n "$v" ] || continue
@@ -613,7 +616,7 @@ if [ "${BENCH_NGINX_INSTR:-1}" = 1 ] && command -v valgrind >/dev/null && comman
     echo "nginx_${c}_instructions_per_req: $v"
   done
   if [ -n "${instr_of[stock]:-}" ]; then
-    for c in module map stock_headers; do
+    for c in module map stock_headers module_default_only; do
       [ -n "${instr_of[$c]:-}" ] || continue
       awk -v c="$c" -v v="${instr_of[$c]}" -v s="${instr_of[stock]}" 'BEGIN {
         printf "nginx_%s_instructions_over_stock: %d\n", c, v - s
