@@ -462,7 +462,7 @@ awk '{print $8}' "$tmp"/rounds/* | median | sed 's/^/nginx_other_work_cpu_pct_me
 # connections: whatever slows the machine slows both in the same seconds,
 # and each one's CPU time per request is read over the same window. The
 # two contend for one core, so this is each proxy's cost under that
-# contention (both warm caches less), the same for both: it gives the
+# contention (each with colder caches than alone), the same for both: it gives the
 # ratio, not the absolute microseconds. The pairs: stock+module,
 # stock_headers+module, and module with each peer (map, lua, haproxy) that
 # runs; BENCH_NGINX_PAIRS="A:B C:D" sets them instead (the A/A control:
