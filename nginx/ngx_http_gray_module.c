@@ -371,13 +371,21 @@ ngx_http_gray_decide(ngx_http_request_t *r, ngx_http_gray_loc_conf_t *lcf)
     ngx_http_gray_ctx_t        *ctx;
     ngx_http_gray_main_conf_t  *mcf;
 
+    /* Decided already: every $gray_* read after the first one (the
+     * variables are not cacheable, for internal redirects) comes here. */
+    ctx = ngx_http_get_module_ctx(r, ngx_http_gray_module);
+
+    if (ctx != NULL && ctx->decided && ctx->lcf == lcf) {
+        return ctx;
+    }
+
     ctx = ngx_http_gray_get_ctx(r, 1);
     if (ctx == NULL) {
         return NULL;
     }
 
-    /* Decided already: every $gray_* read after the first one (the
-     * variables are not cacheable, for internal redirects) comes here. */
+    /* (after an internal redirect: the context found again, and the
+     * location another of the same service) */
     if (ctx->decided
         && (ctx->lcf == lcf
             || (ctx->service.len == lcf->service.len
@@ -456,17 +464,12 @@ ngx_http_gray_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
     s.len = 0;
     s.data = NULL;
 
-    /* after the first read, the decision is at hand */
-    ctx = ngx_http_get_module_ctx(r, ngx_http_gray_module);
+    ctx = NULL;
 
-    if (ctx == NULL || !ctx->decided || ctx->lcf != lcf) {
-        ctx = NULL;
-
-        if (lcf->service.len) {
-            ctx = ngx_http_gray_decide(r, lcf);
-            if (ctx == NULL) {
-                return NGX_ERROR;
-            }
+    if (lcf->service.len) {
+        ctx = ngx_http_gray_decide(r, lcf);
+        if (ctx == NULL) {
+            return NGX_ERROR;
         }
     }
 
@@ -687,6 +690,24 @@ ngx_http_gray_route(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+/* The prefix length of a net mask of n bytes (its set bits). */
+static ngx_uint_t
+ngx_http_gray_mask_bits(const u_char *mask, size_t n)
+{
+    ngx_uint_t  b, bits;
+
+    bits = 0;
+
+    for (b = 0; b < n * 8; b++) {
+        if (mask[b / 8] & (0x80 >> (b % 8))) {
+            bits++;
+        }
+    }
+
+    return bits;
+}
+
+
 static char *
 ngx_http_gray_trusted_proxies(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
@@ -694,7 +715,7 @@ ngx_http_gray_trusted_proxies(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     ngx_int_t    rc;
     ngx_str_t   *value;
-    ngx_uint_t   i, b;
+    ngx_uint_t   i;
     ngx_cidr_t  *cidr;
     gray__cidr  *ip;
 
@@ -756,23 +777,14 @@ ngx_http_gray_trusted_proxies(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             ip->addr[10] = 0xff;
             ip->addr[11] = 0xff;
             ngx_memcpy(&ip->addr[12], &cidr->u.in.addr, 4);
-            ip->bits = 96;
-
-            for (b = 0; b < 32; b++) {
-                if (((u_char *) &cidr->u.in.mask)[b / 8] & (0x80 >> (b % 8))) {
-                    ip->bits++;
-                }
-            }
+            ip->bits = (uint8_t) (96 + ngx_http_gray_mask_bits(
+                                           (u_char *) &cidr->u.in.mask, 4));
 
 #if (NGX_HAVE_INET6)
         } else {
             ngx_memcpy(ip->addr, cidr->u.in6.addr.s6_addr, 16);
-
-            for (b = 0; b < 128; b++) {
-                if (cidr->u.in6.mask.s6_addr[b / 8] & (0x80 >> (b % 8))) {
-                    ip->bits++;
-                }
-            }
+            ip->bits = (uint8_t) ngx_http_gray_mask_bits(
+                                           cidr->u.in6.mask.s6_addr, 16);
 #endif
         }
 

@@ -148,6 +148,10 @@ GRAY_EVAL_STATIC void rx_free(void *p, void *data) {
   (void)data;
 }
 
+/* A pcre2 match's result as 1 match, 0 no match, -1 limit or resource
+ * failure. */
+GRAY_EVAL_INLINE int rx_result(int rc) { return rc >= 0 ? 1 : rc == PCRE2_ERROR_NOMATCH ? 0 : -1; }
+
 /* Returns 1 match, 0 no match, -1 limit or resource failure. */
 GRAY_EVAL_STATIC int rx_run(const gray__node *n, gray_str_t v, unsigned char *buf, size_t cap) {
   _Alignas(16) rx_arena a = {buf, 0, cap};
@@ -159,9 +163,7 @@ GRAY_EVAL_STATIC int rx_run(const gray__node *n, gray_str_t v, unsigned char *bu
   int rc = n->jit ? pcre2_jit_match(n->re, subj, v.len, 0, 0, md, n->mctx)
                   : pcre2_match(n->re, subj, v.len, 0, 0, md, n->mctx);
   /* Nothing to free: all of it lives in buf. */
-  if (rc >= 0) return 1;
-  if (rc == PCRE2_ERROR_NOMATCH) return 0;
-  return -1;
+  return rx_result(rc);
 }
 
 /* The interpreter (no JIT) needs room for its backtracking frames; keep that
@@ -175,8 +177,8 @@ GRAY_EVAL_STATIC int rx_match(const gray__node *n, gray_str_t v) {
 #ifdef GRAY_EVAL_MATCH_DATA
   pcre2_match_data *md;
   if (n->jit && (md = GRAY_EVAL_MATCH_DATA()) != NULL) {
-    int rc = pcre2_jit_match(n->re, (PCRE2_SPTR)(v.p ? v.p : ""), v.len, 0, 0, md, n->mctx);
-    return rc >= 0 ? 1 : rc == PCRE2_ERROR_NOMATCH ? 0 : -1;
+    return rx_result(
+        pcre2_jit_match(n->re, (PCRE2_SPTR)(v.p ? v.p : ""), v.len, 0, 0, md, n->mctx));
   }
 #endif
   if (n->jit) {

@@ -19,11 +19,14 @@ static inline uint32_t mix_k(uint32_t k) {
   return k * 0x1b873593u;
 }
 
-static inline void mm3_block(mm3 *s, uint32_t k) {
-  s->h ^= mix_k(k);
-  s->h = rotl32(s->h, 13);
-  s->h = s->h * 5 + 0xe6546b64u;
+/* One 4-byte block into the running hash. */
+static inline uint32_t mm3_round(uint32_t h, uint32_t k) {
+  h ^= mix_k(k);
+  h = rotl32(h, 13);
+  return h * 5 + 0xe6546b64u;
 }
+
+static inline void mm3_block(mm3 *s, uint32_t k) { s->h = mm3_round(s->h, k); }
 
 static void mm3_feed(mm3 *s, const unsigned char *p, size_t len) {
   s->total += (uint32_t)len;
@@ -75,9 +78,7 @@ uint32_t gray_murmur3_32(const void *data, size_t len, uint32_t seed) {
   for (; i + 4 <= len; i += 4) {
     k = (uint32_t)p[i] | (uint32_t)p[i + 1] << 8 | (uint32_t)p[i + 2] << 16 |
         (uint32_t)p[i + 3] << 24;
-    h ^= mix_k(k);
-    h = rotl32(h, 13);
-    h = h * 5 + 0xe6546b64u;
+    h = mm3_round(h, k);
   }
   k = 0;
   switch (len & 3) {

@@ -20,7 +20,6 @@ static int eq(gray_str_t a, gray_str_t b) {
   return 1;
 }
 
-#define is_ows gray__is_ows
 
 int gray_cookie_find(gray_str_t header, gray_str_t name, gray_str_t *value) {
   size_t pos = 0;
@@ -44,12 +43,12 @@ int gray__xff_client(const gray_str_t *values, size_t n,
     /* elements right to left; `end` strictly decreases */
     while (end > 0) {
       size_t e = end;
-      while (e > 0 && (is_ows(p[e - 1]) || p[e - 1] == ',')) e--;
+      while (e > 0 && (gray__is_ows(p[e - 1]) || p[e - 1] == ',')) e--;
       if (e == 0) break;
       size_t s = e - 1;
       while (s > 0 && p[s - 1] != ',') s--;
       size_t b = s;
-      while (b < e && is_ows(p[b])) b++;
+      while (b < e && gray__is_ows(p[b])) b++;
       out->p = p + b;
       out->len = e - b;
       found = 1;

@@ -25,6 +25,22 @@ static gray_policyset_t *parse(const char *text, int flags) {
   return set;
 }
 
+/* The rule that decides a request of these headers and cookies (-1: the
+ * default). */
+static int rule_of(const gray_policy_t *p, const gray_kv_t *hdr, size_t nhdr,
+                   const gray_kv_t *cookies, size_t ncookies) {
+  gray_kv_request_t kv;
+  memset(&kv, 0, sizeof kv);
+  kv.headers = hdr;
+  kv.nheaders = nhdr;
+  kv.cookies = cookies;
+  kv.ncookies = ncookies;
+  gray_request_t req = {gray_kv_lookup, &kv};
+  gray_decision_t d;
+  gray_decide(p, &req, &d);
+  return d.rule_index;
+}
+
 static const char *SET =
     "{\"revision\": 7, \"policies\": ["
     " {\"service\": \"user\", \"default\": \"v1\"},"
@@ -288,14 +304,7 @@ static void test_percent_property(void **state) {
       char uid[16];
       snprintf(uid, sizeof uid, "%d", 100000 + u);
       gray_kv_t ck[] = {{S("uid"), S(uid)}};
-      gray_kv_request_t kv;
-      memset(&kv, 0, sizeof kv);
-      kv.cookies = ck;
-      kv.ncookies = 1;
-      gray_request_t req = {gray_kv_lookup, &kv};
-      gray_decision_t d;
-      gray_decide(p, &req, &d);
-      int in = d.rule_index == 0;
+      int in = rule_of(p, NULL, 0, ck, 1) == 0;
       if (in_before[u]) assert_true(in);
       in_before[u] = (unsigned char)in;
       count += in;
@@ -470,15 +479,9 @@ static int in_decide(const gray_policy_t *p, const char *value, size_t len) {
   assert_non_null(v);
   memcpy(v, value, len);
   gray_kv_t hdr[] = {{S("x-v"), {v, len}}};
-  gray_kv_request_t kv;
-  memset(&kv, 0, sizeof kv);
-  kv.headers = hdr;
-  kv.nheaders = 1;
-  gray_request_t req = {gray_kv_lookup, &kv};
-  gray_decision_t d;
-  gray_decide(p, &req, &d);
+  int in = rule_of(p, hdr, 1, NULL, 0) == 0;
   free(v);
-  return d.rule_index == 0;
+  return in;
 }
 
 static void test_in_set_membership(void **state) {
