@@ -59,7 +59,7 @@ bench: deps all
 # build-fuzz/corpus/, seeds stay in tests/fuzz/corpus/.
 fuzz-build:
 	CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGRAY_FUZZ=ON -DGRAY_BENCH=OFF $(CMAKE_FLAGS)
-	cmake --build $(FUZZ_BUILD) -j$(JOBS) --target fuzz_policy fuzz_http fuzz_xff
+	cmake --build $(FUZZ_BUILD) -j$(JOBS) --target fuzz_policy fuzz_http fuzz_xff fuzz_regex
 
 fuzz: deps fuzz-build
 	scripts/fuzz.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)

@@ -7,7 +7,7 @@ set -euo pipefail
 build=${1:-build-fuzz}
 seconds=${2:-60}
 root=$(cd "$(dirname "$0")/.." && pwd)
-for target in ${FUZZ_TARGETS:-policy http xff}; do
+for target in ${FUZZ_TARGETS:-policy http xff regex}; do
   bin="$build/bin/fuzz_$target"
   [ -x "$bin" ] || { echo "fuzz: $bin is missing (make fuzz-build)"; exit 1; }
   corpus="$build/corpus/$target"

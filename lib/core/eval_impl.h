@@ -205,6 +205,8 @@ GRAY_EVAL_INLINE int cond_test(ectx *x, const gray__node *n, gray_str_t v, const
     case GRAY__OP_CONTAINS:
       return find_bytes(v.p, v.len, n->value.p, n->value.len) != NULL;
     case GRAY__OP_REGEX: {
+      /* a value without the pattern's required literal cannot match */
+      if (n->lit.len && !find_bytes(v.p, v.len, n->lit.p, n->lit.len)) return 0;
       int r = rx_match(n, v);
       if (r < 0) *note = "regex match limit or resource failure: treated as no match";
       return r == 1;

@@ -15,13 +15,22 @@ static int ip4_parse(const char *p, size_t len, uint8_t out[16]) {
   static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
   uint8_t v4[4];
   const unsigned char *q = (const unsigned char *)p, *e = q + len;
+  /* each part: 1-3 digits, no leading zero, at most 255; the digits one by
+   * one, unrolled (this runs for every X-Forwarded-For element) */
   for (int part = 0; part < 4; part++) {
-    const unsigned char *s = q;
-    unsigned v = 0;
-    /* v may wrap on a long run of digits: n > 3 refuses it anyway */
-    while (q < e && (unsigned)(*q - '0') < 10) v = v * 10 + (unsigned)(*q++ - '0');
-    size_t n = (size_t)(q - s);
-    if (n == 0 || n > 3 || (n > 1 && *s == '0') || v > 255) goto not4;
+    unsigned d, v;
+    if (q == e || (v = (unsigned)(*q - '0')) > 9) goto not4;
+    q++;
+    if (q < e && (d = (unsigned)(*q - '0')) <= 9) {
+      if (v == 0) goto not4;
+      v = v * 10 + d;
+      q++;
+      if (q < e && (d = (unsigned)(*q - '0')) <= 9) {
+        v = v * 10 + d;
+        q++;
+        if (v > 255) goto not4;
+      }
+    }
     v4[part] = (uint8_t)v;
     if (part < 3) {
       if (q == e || *q != '.') goto not4;

@@ -91,6 +91,7 @@ struct gray__node {
   pcre2_code *re;
   pcre2_match_context *mctx;
   int jit;               /* re was JIT-compiled */
+  gray_str_t lit;        /* regex: bytes every match contains (len 0: none known) */
   double num;            /* lt le gt ge */
   uint64_t divisor;      /* mod */
   gray__mod_kind mod_kind;
@@ -188,6 +189,11 @@ int gray__check_name(gray_str_t s, char *msg, size_t msgsz);
 int gray__host_valid(const char *h);
 int gray__attr_parse(gray__arena *a, gray_str_t text, gray__node *n, char *msg, size_t msgsz);
 int gray__cidr_parse(gray_str_t text, gray__cidr *out, char *msg, size_t msgsz);
+/* The longest run of bytes (at most min(cap, GRAY__REGEX_LITERAL_MAX)) that
+ * every match of pattern, compiled as gray__regex_compile does, contains;
+ * copied to out, its length returned; 0 when none is known (lib/core/rxlit.c). */
+#define GRAY__REGEX_LITERAL_MAX 32
+size_t gray__regex_literal(const char *pattern, size_t len, char *out, size_t cap);
 int gray__regex_compile(gray_policyset_t *set, gray__node *n, gray_str_t pattern,
                         char *msg, size_t msgsz);
 /* Builds n->set from values (which must stay valid: they are arena copies).

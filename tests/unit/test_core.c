@@ -432,6 +432,109 @@ static void test_host_valid(void **state) {
   assert_false(gray__host_valid(name));
 }
 
+/* A regex's required literal (lib/core/rxlit.c): what it finds for known
+ * patterns, and, for patterns and subjects built at random from pieces of
+ * regex syntax, that every subject PCRE2 matches contains it. */
+static void test_regex_literal(void **state) {
+  (void)state;
+  static const struct {
+    const char *pattern, *lit; /* lit "": none */
+  } cases[] = {
+      {"(iPhone|Android).*AppVersion/5\\.", "AppVersion/5."},
+      {"abc", "abc"},
+      {"ab?c", "a"},           /* b optional: runs "a" and "c", the first kept */
+      {"xa*bcd", "bcd"},
+      {"foo+bar!", "bar!"},    /* o+ ends "foo" */
+      {"a{0,2}bcd", "bcd"},
+      {"\\d{2,3}ab", "ab"},
+      {"x{3}yz", "yz"},
+      {"^Mozilla/\\d", "Mozilla/"},
+      {"\\bword\\b", "word"},
+      {"a\\.b\\-c", "a.b-c"},
+      {"[abc]def", "def"},
+      {"[]a]bc", "bc"},
+      {"[^]a]bc", "bc"},
+      {"[[:alpha:]]xy", "xy"},
+      {"[\\]]xy", "xy"},
+      {"(?:ab)+cd", "cd"},
+      {"(?=x)abc", "abc"},
+      {"(?<n>a(b)c)de", "de"},
+      {"caf\xc3\xa9+ lait", " lait"},
+      {"ab*?cde", "cde"},
+      {"ab++c", "ab"},
+      {"xa+bcd", "bcd"},       /* not "xabcd": "xaabcd" matches */
+      {"a|b", ""},             /* a top-level alternative */
+      {"(?i)abc", ""},         /* options change what a letter matches */
+      {"(?i:x)abc", ""},
+      {"(*UCP)abc", ""},
+      {"\\Qabc\\E", ""},
+      {"\\x41BC", ""},         /* an escape it does not read */
+      {"\\nabc", ""},
+      {"a{,2}bcd", ""},        /* read differently by PCRE2 versions */
+      {"a{x", ""},
+      {"(ab", ""},
+      {"", ""},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    char lit[GRAY__REGEX_LITERAL_MAX];
+    size_t n = gray__regex_literal(cases[i].pattern, strlen(cases[i].pattern), lit, sizeof lit);
+    if (n != strlen(cases[i].lit) || memcmp(lit, cases[i].lit, n))
+      fail_msg("pattern %s: literal \"%.*s\", expected \"%s\"", cases[i].pattern, (int)n, lit,
+               cases[i].lit);
+  }
+  /* At most GRAY__REGEX_LITERAL_MAX bytes (a prefix of the run). */
+  char lit[GRAY__REGEX_LITERAL_MAX];
+  const char *longp = "0123456789abcdefghijklmnopqrstuvwxyzABCDEF";
+  assert_int_equal(gray__regex_literal(longp, strlen(longp), lit, sizeof lit), sizeof lit);
+  assert_memory_equal(lit, longp, sizeof lit);
+
+  static const char *const pieces[] = {
+      "a", "b", "c", "\\.", ".", "a?", "b*", "c+", "(a|b)", "[ab]", "[^a]", "a{2}", "b{0,1}",
+      "c{1,}", "\\d", "\\w+", "^", "$", "(?:ab)+", "(?=a)", "(?!b)", "\\b", "a*?", "b++",
+      "(c)?", "x", "1", "[]a]", "\\K", "(?<=a)", ".*", "|", "a+", "b{2,3}",
+  };
+  /* subjects over few letters, so that patterns match often */
+  static const char *const alphabets[] = {"abcx1.", "ab", "ac", "bc"};
+  uint32_t seed = 12345;
+#define NEXT() (seed = seed * 1103515245u + 12345u, (seed >> 16) & 0x7fff)
+  gray_policyset_t *set = gray__set_new();
+  assert_non_null(set);
+  int with_literal = 0, matched_with_literal = 0;
+  for (int k = 0; k < 4000; k++) {
+    char pat[256] = "";
+    int np = 1 + (int)(NEXT() % 8);
+    for (int j = 0; j < np; j++) strcat(pat, pieces[NEXT() % (sizeof pieces / sizeof pieces[0])]);
+    gray__node node;
+    memset(&node, 0, sizeof node);
+    char msg[256];
+    if (gray__regex_compile(set, &node, S(pat), msg, sizeof msg) != GRAY_OK) continue;
+    if (node.lit.len == 0) continue;
+    with_literal++;
+    pcre2_match_data *md = pcre2_match_data_create_from_pattern(node.re, NULL);
+    assert_non_null(md);
+    for (int t = 0; t < 20; t++) {
+      char subj[16];
+      size_t sl = NEXT() % sizeof subj;
+      const char *alphabet = alphabets[t % 4];
+      for (size_t q = 0; q < sl; q++) subj[q] = alphabet[NEXT() % strlen(alphabet)];
+      if (pcre2_match(node.re, (PCRE2_SPTR)subj, sl, 0, 0, md, node.mctx) < 0) continue;
+      matched_with_literal++;
+      int found = 0;
+      for (size_t q = 0; q + node.lit.len <= sl && !found; q++)
+        found = !memcmp(subj + q, node.lit.p, node.lit.len);
+      if (!found)
+        fail_msg("pattern %s matches \"%.*s\" without its literal \"%.*s\"", pat, (int)sl, subj,
+                 (int)node.lit.len, node.lit.p);
+    }
+    pcre2_match_data_free(md);
+  }
+#undef NEXT
+  gray_policyset_release(set);
+  /* the check above must have had something to check */
+  assert_true(with_literal > 500);
+  assert_true(matched_with_literal > 500);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_murmur3_vectors), cmocka_unit_test(test_percent_bucket_streams),
@@ -439,6 +542,7 @@ int main(void) {
       cmocka_unit_test(test_ip_and_cidr),     cmocka_unit_test(test_numbers),
       cmocka_unit_test(test_mod),             cmocka_unit_test(test_err_table),
       cmocka_unit_test(test_quote),           cmocka_unit_test(test_host_valid),
+      cmocka_unit_test(test_regex_literal),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
