@@ -50,7 +50,10 @@
 # BENCH_NGINX_INSTR (0: no instruction count), BENCH_NGINX_INSTR_SECONDS
 # (default 5), BENCH_NGINX_CALLGRIND_DIR (keep each configuration's callgrind
 # profile there, NAME.callgrind.out with NAME.requests, for callgrind_annotate),
-# BENCH_NGINX_CALLGRIND_OPTS (more valgrind options, e.g. --dump-instr=yes).
+# BENCH_NGINX_CALLGRIND_OPTS (more valgrind options, e.g. --dump-instr=yes),
+# BENCH_NGINX_ACCESS_LOG (1: every nginx proxy writes an access log, nginx's
+# default `combined` lines unbuffered to a file, as Debian's stock
+# configuration does; HAProxy logs nothing either way; default 0).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 here=$root/bench/nginx
@@ -69,6 +72,7 @@ want_configs=${BENCH_NGINX_CONFIGS:-"stock module map lua haproxy stock_headers"
 pin=${BENCH_NGINX_PIN:-1}
 max_foreign=${BENCH_NGINX_MAX_FOREIGN:-15}
 max_tries=${BENCH_NGINX_TRIES:-3}
+access_log=${BENCH_NGINX_ACCESS_LOG:-0}
 warmup_s=2
 
 . "$here/proc.sh" # note, stop_pid, forget_pid, run_child, wait_port
@@ -83,6 +87,10 @@ for c in $want_configs; do
     *) note "unknown configuration '$c' in BENCH_NGINX_CONFIGS (stock module map lua haproxy haproxy_plain stock_headers stock_b module_default_only)"; exit 64 ;;
   esac
 done
+case $access_log in
+  0 | 1) ;;
+  *) note "BENCH_NGINX_ACCESS_LOG must be 0 or 1, not '$access_log'"; exit 64 ;;
+esac
 has() { local c; for c in "${configs[@]}"; do [ "$c" = "$1" ] && return 0; done; return 1; }
 drop() {
   local keep=() c
@@ -211,6 +219,10 @@ render() {
       -e "s|@DEFAULT_ONLY_POLICY@|$tmp/default-only-policy.json|g" \
       -e "s|@LUA_PATH@|$tmp/lua/?.lua|g" -e "s|@DIR@|$dir|g" "$f"
   done
+  if [ "$access_log" = 1 ]; then
+    sed -i 's|^access_log off;$|access_log access.log;|' "$dir/http.conf"
+    grep -q '^access_log access.log;$' "$dir/http.conf" || { note "http.conf: no 'access_log off;' line to turn on"; exit 1; }
+  fi
 }
 
 # start_nginx NAME [CPU-PREFIX...]: starts nginx from $tmp/NAME; sets
@@ -293,7 +305,7 @@ for c in "${configs[@]}"; do
   port_of[$c]=$(cat "$tmp/$c/port")
   cpu_pid_of[$c]=$worker_pid
 done
-note "configurations: ${configs[*]} (backend 127.0.0.1:$backend_port)"
+note "configurations: ${configs[*]} (backend 127.0.0.1:$backend_port)$([ "$access_log" = 1 ] && echo "; nginx proxies write an access log")"
 note "versions: $("$nginx" -v 2>&1 | sed 's/^nginx version: //'), $("$wrk" -v 2>&1 | head -n 1 | awk '{print "wrk " $2}')$(has haproxy && "$haproxy" -v | head -n 1 | awk '{print ", HAProxy " $3}')"
 
 # --- Fidelity: every request once, decisions against the core ------------------
@@ -471,7 +483,7 @@ awk '{print $8}' "$tmp"/rounds/* | median | sed 's/^/nginx_other_work_cpu_pct_me
 # skips it.
 paired_note=""
 paired_peers=()
-run_pair() { # run_pair A B SECONDS: writes "cpuA cpuB rpsA rpsB errors" to $tmp/pair.res
+run_pair() { # run_pair A B SECONDS: writes "cpuA cpuB rpsA rpsB errors userA userB" to $tmp/pair.res
   local a=$1 b=$2 s=$3 pa=${cpu_pid_of[$1]} pb=${cpu_pid_of[$2]} ta0 tb0 ta1 tb1 wa wb rc=0
   ta0=$(cpu_ticks "$pa")
   tb0=$(cpu_ticks "$pb")
@@ -503,8 +515,10 @@ run_pair() { # run_pair A B SECONDS: writes "cpuA cpuB rpsA rpsB errors" to $tmp
       split(ta0, a0, " "); split(ta1, a1, " "); split(tb0, b0, " "); split(tb1, b1, " ")
       ca = (a1[1] + a1[2] - a0[1] - a0[2]) * 1e6 / hz
       cb = (b1[1] + b1[2] - b0[1] - b0[2]) * 1e6 / hz
-      printf "%.3f %.3f %.1f %.1f %d\n", ca / (n[1] > 0 ? n[1] : 1), cb / (n[2] > 0 ? n[2] : 1),
-        n[1] / s, n[2] / s, err
+      ua = (a1[1] - a0[1]) * 1e6 / hz
+      ub = (b1[1] - b0[1]) * 1e6 / hz
+      printf "%.3f %.3f %.1f %.1f %d %.3f %.3f\n", ca / (n[1] > 0 ? n[1] : 1), cb / (n[2] > 0 ? n[2] : 1),
+        n[1] / s, n[2] / s, err, ua / (n[1] > 0 ? n[1] : 1), ub / (n[2] > 0 ? n[2] : 1)
     }' "$tmp/pair_a.out" "$tmp/pair_b.out" >"$tmp/pair.res"
 }
 if [ "${BENCH_NGINX_PAIRED:-1}" = 1 ] && { has module || [ ${#user_pairs[@]} -gt 0 ]; } &&
@@ -531,13 +545,13 @@ if [ "${BENCH_NGINX_PAIRED:-1}" = 1 ] && { has module || [ ${#user_pairs[@]} -gt
       # which wrk starts first alternates
       if [ $((r % 2)) = 1 ]; then
         run_pair "$a" "$b" "$secs" || exit 1
-        read -r ca cb ra rb e <"$tmp/pair.res"
+        read -r ca cb ra rb e ua ub <"$tmp/pair.res"
       else
         run_pair "$b" "$a" "$secs" || exit 1
-        read -r cb ca rb ra e <"$tmp/pair.res"
+        read -r cb ca rb ra e ub ua <"$tmp/pair.res"
       fi
-      echo "$ca $cb $ra $rb $e" >>"$tmp/pairs/$a-$b"
-      line+=" $a $ca us/req ${ra}/s, $b $cb us/req ${rb}/s (ratio $(awk -v x="$ca" -v y="$cb" 'BEGIN {printf "%.3f", y / x}'), err $e);"
+      echo "$ca $cb $ra $rb $e $ua $ub" >>"$tmp/pairs/$a-$b"
+      line+=" $a $ca us/req (user $ua) ${ra}/s, $b $cb us/req (user $ub) ${rb}/s (ratio $(awk -v x="$ca" -v y="$cb" 'BEGIN {printf "%.3f", y / x}'), err $e);"
     done
     note "side by side round $r:$line"
   done
@@ -550,6 +564,9 @@ if [ "${BENCH_NGINX_PAIRED:-1}" = 1 ] && { has module || [ ${#user_pairs[@]} -gt
     echo "nginx_paired_${b}_cpu_ratio_to_${a}: $(awk -v r="$ratio" 'BEGIN {printf "%.3f", r}')"
     echo "nginx_paired_${b}_capacity_ratio_to_${a}: $(awk -v r="$ratio" 'BEGIN {printf "%.3f", 1 / r}')"
     echo "nginx_paired_${b}_cpu_us_over_${a}: $(awk -v r="$over" 'BEGIN {printf "%.3f", r}')"
+    # the same split into user and system time (the kernel samples the split per tick)
+    echo "nginx_paired_${b}_user_us_over_${a}: $(awk '{print $7 - $6}' "$f" | median | awk '{printf "%.3f", $1}')"
+    echo "nginx_paired_${b}_sys_us_over_${a}: $(awk '{print ($2 - $7) - ($1 - $6)}' "$f" | median | awk '{printf "%.3f", $1}')"
     echo "nginx_paired_${b}_${a}_errors: $errs"
     [ "$a" = stock ] && [ "$b" = module ] && paired_note="$ratio"
     [ "$a" = module ] && paired_peers+=("$b $ratio")
