@@ -122,7 +122,7 @@ ngx_module_t  ngx_http_gray_module = {
     ngx_http_gray_init_process,            /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    NULL,                                  /* exit process */
+    ngx_http_gray_policy_exit_process,     /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -616,7 +616,7 @@ ngx_http_gray_policies(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     mcf->policy_path = path;
 
-    rc = ngx_http_gray_policy_load(&mcf->policy, &path, cf->log);
+    rc = ngx_http_gray_policy_load(&mcf->policy, &path, cf->log, 1);
 
     if (rc == NGX_AGAIN) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,

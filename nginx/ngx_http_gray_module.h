@@ -6,9 +6,11 @@
  *                            notice and swap a new one in each worker
  *   ngx_http_gray_status.c   counters in shared memory, gray_status
  *
- * Nginx workers are single-threaded; nothing here takes a lock except the
- * counters' insertion of a new service/version pair (shared memory, all
- * workers). See docs/nginx.md. */
+ * Nginx workers are single-threaded; each has one more thread of ours, which
+ * only compiles a new policy file (ngx_http_gray_policy.c, under its own
+ * mutex). Otherwise nothing here takes a lock except the counters'
+ * insertion of a new service/version pair (shared memory, all workers). See
+ * docs/nginx.md. */
 #ifndef NGX_HTTP_GRAY_MODULE_H_INCLUDED
 #define NGX_HTTP_GRAY_MODULE_H_INCLUDED
 
@@ -166,16 +168,21 @@ ngx_table_elt_t *ngx_http_gray_find_header(ngx_http_request_t *r,
 ngx_int_t ngx_http_gray_incoming_tag(ngx_http_request_t *r, ngx_str_t *tag);
 
 /* ngx_http_gray_policy.c */
-/* Read and compile the file when its identity changed since the last call.
- * NGX_OK: a new set is in place (the old one released). NGX_DECLINED: the
- * file is the one already seen. NGX_AGAIN: it changed while being read (try
- * again later). NGX_ERROR: it could not be used; pol->error says why and
- * the current set stays. Never logs. */
+/* Read the file when its identity changed since the last call, and
+ * compile it when `compile` is set. NGX_OK: a new set is in place (the old
+ * one released). NGX_DONE (only without `compile`): new bytes are in
+ * pol->content, for the caller to compile. NGX_DECLINED: the file is the
+ * one already seen. NGX_AGAIN: it changed while being read (try again
+ * later). NGX_ERROR: it could not be used; pol->error says why and the
+ * current set stays. Never logs. */
 ngx_int_t ngx_http_gray_policy_load(ngx_http_gray_policy_t *pol,
-    ngx_str_t *path, ngx_log_t *log);
+    ngx_str_t *path, ngx_log_t *log, ngx_uint_t compile);
 void ngx_http_gray_policy_release(void *data);
+/* A worker's policy checks: the timer, and the thread that compiles a new
+ * file off the event loop (stopped by ngx_http_gray_policy_exit_process). */
 ngx_int_t ngx_http_gray_policy_init_process(ngx_cycle_t *cycle,
     ngx_http_gray_main_conf_t *mcf);
+void ngx_http_gray_policy_exit_process(ngx_cycle_t *cycle);
 
 /* ngx_http_gray_status.c */
 ngx_int_t ngx_http_gray_status_zone(ngx_conf_t *cf,

@@ -4,12 +4,14 @@
  * (an unusable file fails `nginx -t` and the reload). Each worker then runs
  * a timer: every gray_policies_check_interval it stat()s the file and, when
  * the identity (device, inode, size, mtime, ctime) changed, reads it (at
- * most GRAY_POLICY_FILE_MAX bytes) and compiles it. A good file replaces the
- * worker's set between two events; requests already running keep the set
+ * most GRAY_POLICY_FILE_MAX bytes) and has its compiler thread compile it
+ * (below). A good file replaces the worker's set between two events; requests already running keep the set
  * they started with (they hold a reference). A bad one leaves the current
  * set in place and is logged once. The bytes of the last file read are
  * kept, so a file rewritten with the same content changes nothing. */
 #include "ngx_http_gray_module.h"
+
+#include <pthread.h>
 
 #include "gray/json.h"
 
@@ -86,9 +88,54 @@ ngx_http_gray_policy_release(void *data)
 }
 
 
+/* Compile bytes into a set, or an error text: touches nothing else, so
+ * that the compiler thread may call it. */
+static gray_policyset_t *
+ngx_http_gray_policy_compile(const u_char *p, size_t len, u_char *err,
+    size_t errsz, size_t *err_len)
+{
+    gray_error_t       gerr;
+    gray_policyset_t  *set;
+
+    set = NULL;
+
+    if (gray_policyset_parse((const char *) p, len, GRAY_PARSE_ANY, &set,
+                             &gerr)
+        != GRAY_OK)
+    {
+        gray_error_format(&gerr, (char *) err, errsz);
+        *err_len = ngx_strlen(err);
+        return NULL;
+    }
+
+    return set;
+}
+
+
+/* A compiled set (or the error that stood in its way) becomes the
+ * process's own: NGX_OK or NGX_ERROR, as ngx_http_gray_policy_load. */
+static ngx_int_t
+ngx_http_gray_policy_apply(ngx_http_gray_policy_t *pol, gray_policyset_t *set,
+    const u_char *err, size_t err_len)
+{
+    if (set == NULL) {
+        pol->error_len = ngx_min(err_len, sizeof(pol->error));
+        ngx_memmove(pol->error, err, pol->error_len);
+        return NGX_ERROR;
+    }
+
+    gray_policyset_release(pol->set);
+    pol->set = set;
+    pol->generation++;
+    pol->error_len = 0;
+
+    return NGX_OK;
+}
+
+
 ngx_int_t
 ngx_http_gray_policy_load(ngx_http_gray_policy_t *pol, ngx_str_t *path,
-    ngx_log_t *log)
+    ngx_log_t *log, ngx_uint_t compile)
 {
     int                       fd;
     char                      more;
@@ -99,8 +146,8 @@ ngx_http_gray_policy_load(ngx_http_gray_policy_t *pol, ngx_str_t *path,
     ngx_err_t                 err;
     ngx_int_t                 rc;
     ngx_uint_t                tries;
+    size_t                    err_len = 0;
     struct stat               st;
-    gray_error_t              gerr;
     gray_policyset_t         *set;
     ngx_http_gray_file_id_t   id, after;
 
@@ -238,23 +285,14 @@ ngx_http_gray_policy_load(ngx_http_gray_policy_t *pol, ngx_str_t *path,
     pol->content_len = got;
     buf = NULL;
 
-    set = NULL;
-
-    if (gray_policyset_parse((const char *) pol->content, got, GRAY_PARSE_ANY,
-                             &set, &gerr)
-        != GRAY_OK)
-    {
-        gray_error_format(&gerr, (char *) pol->error, sizeof(pol->error));
-        pol->error_len = ngx_strlen(pol->error);
-        rc = NGX_ERROR;
+    if (!compile) {
+        rc = NGX_DONE;
         goto out;
     }
 
-    gray_policyset_release(pol->set);
-    pol->set = set;
-    pol->generation++;
-    pol->error_len = 0;
-    rc = NGX_OK;
+    set = ngx_http_gray_policy_compile(pol->content, got, pol->error,
+                                       sizeof(pol->error), &err_len);
+    rc = ngx_http_gray_policy_apply(pol, set, pol->error, err_len);
 
 out:
 
@@ -271,6 +309,279 @@ out:
 }
 
 
+/* ---- the compiler thread -------------------------------------------------
+ *
+ * A big set (thousands of policies, each regex JIT-compiled) takes tens of
+ * milliseconds or more to compile; done in the worker's event loop, every
+ * request of that worker would wait for it. So each worker starts one
+ * thread that only compiles: the timer reads the new bytes (pol->content,
+ * left untouched until the result is back), hands them over, and goes on
+ * serving; the thread compiles, stores the set or the error, and writes a
+ * byte to a pipe that the worker's event loop watches; the pipe's handler
+ * puts the set in place between two events, as before. The thread touches
+ * nothing of nginx. When the thread cannot be started the worker compiles
+ * in its event loop, as at configuration time. */
+
+typedef struct {
+    pthread_t                   tid;
+    pthread_mutex_t             mu;
+    pthread_cond_t              cv;
+    ngx_uint_t                  running;   /* the thread exists */
+    ngx_uint_t                  busy;      /* a job handed over, result not yet applied */
+    /* under mu: */
+    ngx_uint_t                  job;       /* in/in_len to compile */
+    ngx_uint_t                  done;      /* out/err/took are the result */
+    ngx_uint_t                  stop;
+    const u_char               *in;
+    size_t                      in_len;
+    gray_policyset_t           *out;
+    size_t                      err_len;
+    u_char                      err[NGX_HTTP_GRAY_ERROR_MAX];
+    ngx_msec_t                  took;      /* ms the compile took */
+    /* the worker's side */
+    int                         fd[2];     /* the pipe: [0] read, [1] write */
+    ngx_connection_t           *c;
+    ngx_http_gray_main_conf_t  *mcf;
+} ngx_http_gray_compiler_t;
+
+static ngx_http_gray_compiler_t  ngx_http_gray_compiler = { .fd = { -1, -1 } };
+
+
+static ngx_msec_t
+ngx_http_gray_monotonic_ms(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (ngx_msec_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+
+static void *
+ngx_http_gray_compiler_thread(void *arg)
+{
+    char                       byte;
+    size_t                     len, err_len;
+    ngx_msec_t                 t0;
+    const u_char              *in;
+    gray_policyset_t          *set;
+    ngx_http_gray_compiler_t  *k = arg;
+    u_char                     err[NGX_HTTP_GRAY_ERROR_MAX];
+
+    pthread_mutex_lock(&k->mu);
+
+    for ( ;; ) {
+        while (!k->job && !k->stop) {
+            pthread_cond_wait(&k->cv, &k->mu);
+        }
+
+        if (k->stop) {
+            break;
+        }
+
+        in = k->in;
+        len = k->in_len;
+        pthread_mutex_unlock(&k->mu);
+
+        t0 = ngx_http_gray_monotonic_ms();
+        err_len = 0;
+        set = ngx_http_gray_policy_compile(in, len, err, sizeof(err), &err_len);
+
+        pthread_mutex_lock(&k->mu);
+        k->job = 0;
+        k->done = 1;
+        k->out = set;
+        k->err_len = err_len;
+        ngx_memcpy(k->err, err, err_len);
+        k->took = ngx_http_gray_monotonic_ms() - t0;
+
+        /* the pipe is non-blocking: a full pipe already says "look" */
+        byte = 1;
+        if (write(k->fd[1], &byte, 1) == -1) {
+            /* EAGAIN: bytes the worker has not read yet say it already */
+        }
+    }
+
+    pthread_mutex_unlock(&k->mu);
+
+    return NULL;
+}
+
+
+static void
+ngx_http_gray_policy_loaded(ngx_http_gray_main_conf_t *mcf, ngx_log_t *log,
+    ngx_int_t rc, ngx_msec_t took, const char *where)
+{
+    if (rc == NGX_OK) {
+        ngx_log_error(NGX_LOG_NOTICE, log, 0,
+                      "gray_policies \"%V\": revision %L loaded (%uz policies, "
+                      "compiled in %M ms %s)", &mcf->policy_path,
+                      gray_policyset_revision(mcf->policy.set),
+                      gray_policyset_count(mcf->policy.set), took, where);
+        ngx_http_gray_status_worker(mcf);
+
+    } else if (rc == NGX_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "gray_policies \"%V\": %*s; still serving revision %L",
+                      &mcf->policy_path, mcf->policy.error_len,
+                      mcf->policy.error,
+                      mcf->policy.set
+                          ? gray_policyset_revision(mcf->policy.set) : 0);
+        ngx_http_gray_status_worker(mcf);
+    }
+}
+
+
+/* The pipe's read handler: the compiler thread has a result. */
+static void
+ngx_http_gray_compiler_read(ngx_event_t *ev)
+{
+    char                       buf[64];
+    size_t                     err_len;
+    ngx_int_t                  rc;
+    ngx_msec_t                 took;
+    gray_policyset_t          *set;
+    ngx_connection_t          *c;
+    ngx_http_gray_compiler_t  *k = &ngx_http_gray_compiler;
+    u_char                     err[NGX_HTTP_GRAY_ERROR_MAX];
+
+    c = ev->data;
+
+    while (read(k->fd[0], buf, sizeof(buf)) > 0) {
+        /* drain */
+    }
+
+    if (ngx_handle_read_event(ev, 0) != NGX_OK) {
+        ngx_log_error(NGX_LOG_ALERT, c->log, 0,
+                      "gray_policies: cannot watch the compiler's pipe");
+    }
+
+    pthread_mutex_lock(&k->mu);
+
+    if (!k->done) {
+        pthread_mutex_unlock(&k->mu);
+        return;
+    }
+
+    k->done = 0;
+    set = k->out;
+    k->out = NULL;
+    err_len = k->err_len;
+    ngx_memcpy(err, k->err, err_len);
+    took = k->took;
+    pthread_mutex_unlock(&k->mu);
+
+    k->busy = 0;
+
+    rc = ngx_http_gray_policy_apply(&k->mcf->policy, set, err, err_len);
+    ngx_http_gray_policy_loaded(k->mcf, c->log, rc, took,
+                                "in the worker's compiler thread");
+}
+
+
+/* Starts the worker's compiler thread; NGX_ERROR leaves compiling to the
+ * event loop (logged). */
+static ngx_int_t
+ngx_http_gray_compiler_start(ngx_cycle_t *cycle, ngx_http_gray_main_conf_t *mcf)
+{
+    int                        err;
+    sigset_t                   all, old;
+    ngx_connection_t          *c;
+    ngx_http_gray_compiler_t  *k = &ngx_http_gray_compiler;
+
+    k->mcf = mcf;
+
+    if (pipe2(k->fd, O_NONBLOCK | O_CLOEXEC) == -1) {
+        ngx_log_error(NGX_LOG_WARN, cycle->log, ngx_errno,
+                      "gray_policies: pipe2() failed; new policy files are "
+                      "compiled in the event loop");
+        k->fd[0] = k->fd[1] = -1;
+        return NGX_ERROR;
+    }
+
+    c = ngx_get_connection(k->fd[0], cycle->log);
+    if (c == NULL) {
+        goto failed;
+    }
+
+    c->read->handler = ngx_http_gray_compiler_read;
+    c->read->log = cycle->log;
+    c->data = mcf;
+    k->c = c;
+
+    if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
+        goto failed;
+    }
+
+    pthread_mutex_init(&k->mu, NULL);
+    pthread_cond_init(&k->cv, NULL);
+
+    /* signals stay with the worker's own thread */
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    err = pthread_create(&k->tid, NULL, ngx_http_gray_compiler_thread, k);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+
+    if (err != 0) {
+        ngx_log_error(NGX_LOG_WARN, cycle->log, err,
+                      "gray_policies: pthread_create() failed; new policy "
+                      "files are compiled in the event loop");
+        pthread_cond_destroy(&k->cv);
+        pthread_mutex_destroy(&k->mu);
+        goto failed;
+    }
+
+    k->running = 1;
+
+    return NGX_OK;
+
+failed:
+
+    if (k->c) {
+        ngx_close_connection(k->c);   /* closes fd[0] */
+        k->c = NULL;
+
+    } else {
+        close(k->fd[0]);
+    }
+
+    close(k->fd[1]);
+    k->fd[0] = k->fd[1] = -1;
+
+    return NGX_ERROR;
+}
+
+
+void
+ngx_http_gray_policy_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_gray_compiler_t  *k = &ngx_http_gray_compiler;
+
+    if (!k->running) {
+        return;
+    }
+
+    /* a compile under way finishes first (the thread checks `stop` between
+     * jobs); its set, never applied, is released */
+    pthread_mutex_lock(&k->mu);
+    k->stop = 1;
+    pthread_cond_signal(&k->cv);
+    pthread_mutex_unlock(&k->mu);
+
+    pthread_join(k->tid, NULL);
+    k->running = 0;
+
+    gray_policyset_release(k->out);
+    k->out = NULL;
+
+    /* before nginx counts the connections left open at exit */
+    ngx_close_connection(k->c);   /* closes fd[0] */
+    k->c = NULL;
+    close(k->fd[1]);
+    k->fd[0] = k->fd[1] = -1;
+}
+
+
 ngx_int_t
 ngx_http_gray_policy_init_process(ngx_cycle_t *cycle,
     ngx_http_gray_main_conf_t *mcf)
@@ -280,6 +591,8 @@ ngx_http_gray_policy_init_process(ngx_cycle_t *cycle,
     if (mcf->policy_path.len == 0) {
         return NGX_OK;
     }
+
+    (void) ngx_http_gray_compiler_start(cycle, mcf);
 
     ev = &mcf->timer;
     ngx_memzero(ev, sizeof(ngx_event_t));
@@ -299,6 +612,8 @@ static void
 ngx_http_gray_policy_tick(ngx_event_t *ev)
 {
     ngx_int_t                   rc;
+    ngx_msec_t                  t0;
+    ngx_http_gray_compiler_t   *k = &ngx_http_gray_compiler;
     ngx_http_gray_main_conf_t  *mcf;
 
     mcf = ev->data;
@@ -307,24 +622,29 @@ ngx_http_gray_policy_tick(ngx_event_t *ev)
         return;
     }
 
-    rc = ngx_http_gray_policy_load(&mcf->policy, &mcf->policy_path, ev->log);
+    if (k->busy) {
+        /* the bytes handed over stay as they are until the result is in */
+        ngx_add_timer(ev, mcf->check_interval);
+        return;
+    }
 
-    if (rc == NGX_OK) {
-        ngx_log_error(NGX_LOG_NOTICE, ev->log, 0,
-                      "gray_policies \"%V\": revision %L loaded (%uz policies)",
-                      &mcf->policy_path,
-                      gray_policyset_revision(mcf->policy.set),
-                      gray_policyset_count(mcf->policy.set));
-        ngx_http_gray_status_worker(mcf);
+    t0 = ngx_http_gray_monotonic_ms();
+    rc = ngx_http_gray_policy_load(&mcf->policy, &mcf->policy_path, ev->log,
+                                   !k->running);
 
-    } else if (rc == NGX_ERROR) {
-        ngx_log_error(NGX_LOG_ERR, ev->log, 0,
-                      "gray_policies \"%V\": %*s; still serving revision %L",
-                      &mcf->policy_path, mcf->policy.error_len,
-                      mcf->policy.error,
-                      mcf->policy.set
-                          ? gray_policyset_revision(mcf->policy.set) : 0);
-        ngx_http_gray_status_worker(mcf);
+    if (rc == NGX_DONE) {
+        pthread_mutex_lock(&k->mu);
+        k->in = mcf->policy.content;
+        k->in_len = mcf->policy.content_len;
+        k->job = 1;
+        pthread_cond_signal(&k->cv);
+        pthread_mutex_unlock(&k->mu);
+        k->busy = 1;
+
+    } else {
+        ngx_http_gray_policy_loaded(mcf, ev->log, rc,
+                                    ngx_http_gray_monotonic_ms() - t0,
+                                    "in the event loop");
     }
 
     ngx_add_timer(ev, mcf->check_interval);

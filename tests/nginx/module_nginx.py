@@ -645,6 +645,65 @@ def t_policy_change_without_reload(tmp):
 
 
 @test
+def t_big_policy_compiles_off_the_event_loop(tmp):
+    """A big policy file (1 MiB, ~10,000 regexes: a compile of hundreds of
+    ms here) is compiled by the worker's compiler thread: the worker keeps
+    answering meanwhile. With one worker, requests sent one after another
+    while the file is compiled must keep coming back quickly: the longest
+    under half the compile time the worker logs, where a compile in the
+    event loop would hold one of them for about the whole compile."""
+    with site(tmp, policy_doc(1, ORDER), interval="20ms",
+              extra_server="        location = /ping { return 204; }\n") as s:
+        pols = [ORDER]
+        size = len(policy_doc(2, *pols))
+        i = 0
+        while True:
+            p = {"service": "big%d" % i, "default": "v1",
+                 "rules": [{"name": "r%d" % j, "route": "v2",
+                            "when": {"attr": "header:user-agent", "op": "regex",
+                                     "value": "A%dB/%d\\.x" % (i, j)}} for j in range(20)]}
+            size += len(json.dumps(p)) + 2
+            if size > 1000000:
+                break
+            pols.append(p)
+            i += 1
+        text = policy_doc(2, *pols)
+        check(len(text) <= 1024 * 1024, len(text))
+        done = []  # seconds each request took
+        t_write = time.monotonic()
+        write_atomic(s.policy, text)
+        seen = None
+        while time.monotonic() - t_write < 20:
+            t0 = time.monotonic()
+            st, _, _ = request(s.port, "GET", "/ping")
+            t1 = time.monotonic()
+            check(st == 204, st)
+            done.append(t1 - t0)
+            if len(done) % 10 == 0:
+                rev = s.status()["policy_revision"]  # the same worker: timed too
+                t2 = time.monotonic()
+                done.append(t2 - t1)
+                if rev == 2:
+                    seen = t2
+                    break
+        check(seen is not None, "revision 2 never became live")
+        log = open(s.ng.error_log).read()
+        m = re.search(r"revision 2 loaded \((\d+) policies, compiled in (\d+) ms ([^)]*)\)", log)
+        check(m, log[-1500:])
+        took_ms = int(m.group(2))
+        longest = max(done) * 1000
+        print("    compile %d ms (%s); %d requests until the revision was live, the longest %.1f ms" %
+              (took_ms, m.group(3), len(done), longest))
+        # requests follow one another: a worker busy compiling would hold
+        # one of them for about the whole compile
+        check(took_ms >= 20, "the compile took %d ms: too fast to tell a blocked worker" % took_ms)
+        check(longest < took_ms / 2, ("a request waited for the compile", longest, took_ms))
+        check(int(m.group(1)) == len(pols), (m.group(1), len(pols)))
+        check(m.group(3) == "in the worker's compiler thread", m.group(0))
+        check(s.route([("X-Gray", "1")])[1:3] == ("v2", "beta"), "routing after the swap")
+
+
+@test
 def t_invalid_policy_keeps_serving(tmp):
     """A bad file on disk leaves the old policy serving; gray_status says
     why (path-qualified), the error is logged once per worker; a good file
