@@ -51,7 +51,8 @@ static int skip_class(const char *p, size_t len, size_t *i) {
       return 1;
     }
     if (p[j] == '\\') {
-      if (j + 1 >= len || p[j + 1] == 'Q' || p[j + 1] == 'E') return 0;
+      /* \cX is one character of three bytes, X maybe ']' */
+      if (j + 1 >= len || p[j + 1] == 'Q' || p[j + 1] == 'E' || p[j + 1] == 'c') return 0;
       j += 2;
       continue;
     }

@@ -456,6 +456,7 @@ static void test_regex_literal(void **state) {
       {"[^]a]bc", "bc"},
       {"[[:alpha:]]xy", "xy"},
       {"[\\]]xy", "xy"},
+      {"[\\c]c]yz", ""},       /* \c] is one member: the class ends at the second ']' */
       {"(?:ab)+cd", "cd"},
       {"(?=x)abc", "abc"},
       {"(?<n>a(b)c)de", "de"},
