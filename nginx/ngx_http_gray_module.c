@@ -41,6 +41,10 @@ static ngx_conf_num_bounds_t  ngx_http_gray_interval_bounds = {
     ngx_conf_check_num_bounds, 1, 3600000
 };
 
+static ngx_conf_num_bounds_t  ngx_http_gray_pairs_bounds = {
+    ngx_conf_check_num_bounds, 16, NGX_HTTP_GRAY_PAIRS_MAX
+};
+
 
 static ngx_command_t  ngx_http_gray_commands[] = {
 
@@ -57,6 +61,13 @@ static ngx_command_t  ngx_http_gray_commands[] = {
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_gray_main_conf_t, check_interval),
       &ngx_http_gray_interval_bounds },
+
+    { ngx_string("gray_status_pairs"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_gray_main_conf_t, status_pairs),
+      &ngx_http_gray_pairs_bounds },
 
     { ngx_string("gray_upstreams_revision"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
@@ -833,6 +844,7 @@ ngx_http_gray_create_main_conf(ngx_conf_t *cf)
 
     /* policy_path, policy, upstreams, zone: zeroed */
     mcf->check_interval = NGX_CONF_UNSET_MSEC;
+    mcf->status_pairs = NGX_CONF_UNSET;
     mcf->upstreams_revision = -1;
 
     return mcf;
@@ -846,6 +858,7 @@ ngx_http_gray_init_main_conf(ngx_conf_t *cf, void *conf)
 
     ngx_conf_init_msec_value(mcf->check_interval,
                              NGX_HTTP_GRAY_INTERVAL_DEFAULT);
+    ngx_conf_init_value(mcf->status_pairs, NGX_HTTP_GRAY_PAIRS_DEFAULT);
 
     return NGX_CONF_OK;
 }

@@ -26,6 +26,8 @@
 #define NGX_HTTP_GRAY_EXISTS_CACHE 16 /* upstream answers kept per worker */
 #define NGX_HTTP_GRAY_COUNTER_CACHE 64 /* counter slots kept per worker */
 #define NGX_HTTP_GRAY_XFF_HEADERS 16 /* X-Forwarded-For headers considered */
+#define NGX_HTTP_GRAY_PAIRS_DEFAULT 2048 /* gray_status_pairs */
+#define NGX_HTTP_GRAY_PAIRS_MAX 1048576
 
 /* Identity of the policy file as stat() sees it: a change of any field means
  * a new file to read. `err` is the errno of a failed stat(), else 0. */
@@ -81,6 +83,7 @@ typedef struct {
 typedef struct {
     ngx_str_t                 policy_path;     /* full, NUL-terminated; len 0: unset */
     ngx_msec_t                check_interval;  /* gray_policies_check_interval */
+    ngx_int_t                 status_pairs;    /* gray_status_pairs: counter slots */
     int64_t                   upstreams_revision; /* -1: unset (printed as 0) */
     ngx_http_gray_policy_t    policy;
     ngx_str_t                *upstreams;       /* lower-case names, sorted */

@@ -13,7 +13,6 @@
  * in a slot of its own. */
 #include "ngx_http_gray_module.h"
 
-#define NGX_HTTP_GRAY_SLOTS    2048 /* service/version pairs */
 #define NGX_HTTP_GRAY_WORKERS  64   /* worker slots */
 #define NGX_HTTP_GRAY_NBOUNDS  11   /* finite histogram bounds */
 
@@ -63,14 +62,25 @@ typedef struct {
 typedef struct {
     ngx_atomic_t             no_policy;  /* routed requests without a policy */
     ngx_atomic_t             overflow;   /* requests of pairs beyond the table */
+    ngx_uint_t               nslots;     /* counters[]: gray_status_pairs when made */
     ngx_http_gray_worker_t   workers[NGX_HTTP_GRAY_WORKERS];
-    ngx_http_gray_counter_t  counters[NGX_HTTP_GRAY_SLOTS];
+    ngx_http_gray_counter_t  counters[];
 } ngx_http_gray_shm_t;
 
 
+static size_t
+ngx_http_gray_shm_size(ngx_uint_t nslots)
+{
+    return offsetof(ngx_http_gray_shm_t, counters)
+           + nslots * sizeof(ngx_http_gray_counter_t);
+}
+
+
+/* zone->data holds gray_status_pairs until the zone is initialised. */
 static ngx_int_t
 ngx_http_gray_zone_init(ngx_shm_zone_t *zone, void *data)
 {
+    ngx_uint_t            nslots;
     ngx_slab_pool_t      *shpool;
     ngx_http_gray_shm_t  *shm;
 
@@ -87,10 +97,17 @@ ngx_http_gray_zone_init(ngx_shm_zone_t *zone, void *data)
         return NGX_OK;
     }
 
-    shm = ngx_slab_calloc(shpool, sizeof(ngx_http_gray_shm_t));
+    /* the number of slots is the zone's: a reload that changes
+     * gray_status_pairs gets a zone of another size, so a new table
+     * (nginx reuses a zone only at the same size) */
+    nslots = (ngx_uint_t) (uintptr_t) zone->data;
+
+    shm = ngx_slab_calloc(shpool, ngx_http_gray_shm_size(nslots));
     if (shm == NULL) {
         return NGX_ERROR;
     }
+
+    shm->nslots = nslots;
 
     shpool->data = shm;
     zone->data = shm;
@@ -107,7 +124,7 @@ ngx_http_gray_status_zone(ngx_conf_t *cf, ngx_http_gray_main_conf_t *mcf)
     ngx_shm_zone_t  *zone;
 
     /* the table, the slab allocator's page descriptors, and room to spare */
-    size = sizeof(ngx_http_gray_shm_t);
+    size = ngx_http_gray_shm_size((ngx_uint_t) mcf->status_pairs);
     size = ngx_align(size + size / 32 + 16 * ngx_pagesize, ngx_pagesize);
 
     zone = ngx_shared_memory_add(cf, &name, size, &ngx_http_gray_module);
@@ -116,7 +133,7 @@ ngx_http_gray_status_zone(ngx_conf_t *cf, ngx_http_gray_main_conf_t *mcf)
     }
 
     zone->init = ngx_http_gray_zone_init;
-    zone->data = NULL;
+    zone->data = (void *) (uintptr_t) mcf->status_pairs;
     mcf->zone = zone;
 
     return NGX_OK;
@@ -178,8 +195,8 @@ ngx_http_gray_probe(ngx_http_gray_shm_t *shm, uint32_t hash,
     ngx_uint_t                i, k;
     ngx_http_gray_counter_t  *c;
 
-    for (i = 0; i < NGX_HTTP_GRAY_SLOTS; i++) {
-        k = (hash + i) % NGX_HTTP_GRAY_SLOTS;
+    for (i = 0; i < shm->nslots; i++) {
+        k = (hash + i) % shm->nslots;
         c = &shm->counters[k];
 
         if (!c->ready) {
@@ -196,7 +213,7 @@ ngx_http_gray_probe(ngx_http_gray_shm_t *shm, uint32_t hash,
         }
     }
 
-    *empty = NGX_HTTP_GRAY_SLOTS;
+    *empty = shm->nslots;
     return NULL;
 }
 
@@ -213,7 +230,7 @@ ngx_http_gray_counter_find(ngx_http_gray_main_conf_t *mcf,
     hash = ngx_http_gray_pair_hash(service, version);
 
     c = ngx_http_gray_probe(shm, hash, service, version, &empty);
-    if (c || empty == NGX_HTTP_GRAY_SLOTS) {
+    if (c || empty == shm->nslots) {
         return c;
     }
 
@@ -224,7 +241,7 @@ ngx_http_gray_counter_find(ngx_http_gray_main_conf_t *mcf,
 
     c = ngx_http_gray_probe(shm, hash, service, version, &empty);
 
-    if (c == NULL && empty < NGX_HTTP_GRAY_SLOTS) {
+    if (c == NULL && empty < shm->nslots) {
         c = &shm->counters[empty];
         c->hash = hash;
         c->slen = (u_char) service->len;
@@ -271,8 +288,7 @@ ngx_http_gray_counter(ngx_http_gray_main_conf_t *mcf,
         return c;   /* the same strings of the set the worker holds */
 
     } else if (!((u_char *) c >= (u_char *) shm->counters
-                 && (u_char *) c < (u_char *) (shm->counters
-                                               + NGX_HTTP_GRAY_SLOTS)
+                 && (u_char *) c < (u_char *) (shm->counters + shm->nslots)
                  && c->slen == service->len && c->vlen == version->len
                  && ngx_memcmp(c->service, service->data, service->len) == 0
                  && ngx_memcmp(c->version, version->data, version->len) == 0))
@@ -535,8 +551,9 @@ ngx_http_gray_status_json(ngx_http_request_t *r, ngx_http_gray_main_conf_t *mcf,
     }
 
     p = ngx_slprintf(p, last, ",\"requests_without_policy\":%uA,"
-                     "\"counters_overflow\":%uA,\"workers\":[",
-                     shm->no_policy, shm->overflow);
+                     "\"counters_overflow\":%uA,\"counter_pairs\":%ui,"
+                     "\"workers\":[",
+                     shm->no_policy, shm->overflow, shm->nslots);
 
     first = 1;
 
@@ -563,7 +580,7 @@ ngx_http_gray_status_json(ngx_http_request_t *r, ngx_http_gray_main_conf_t *mcf,
     p = ngx_slprintf(p, last, "],\"counters\":[");
     first = 1;
 
-    for (i = 0; i < NGX_HTTP_GRAY_SLOTS; i++) {
+    for (i = 0; i < shm->nslots; i++) {
         c = &shm->counters[i];
 
         if (!c->ready) {
@@ -648,8 +665,12 @@ ngx_http_gray_status_prometheus(ngx_http_request_t *r,
         "# HELP gray_counters_overflow_total Requests not counted: the"
         " counter table is full.\n"
         "# TYPE gray_counters_overflow_total counter\n"
-        "gray_counters_overflow_total %uA\n",
-        shm->no_policy, shm->overflow);
+        "gray_counters_overflow_total %uA\n"
+        "# HELP gray_counter_pairs Service/version pairs the counter table"
+        " holds (gray_status_pairs).\n"
+        "# TYPE gray_counter_pairs gauge\n"
+        "gray_counter_pairs %ui\n",
+        shm->no_policy, shm->overflow, shm->nslots);
 
     /* One family at a time, as the text format wants. */
     for (m = 0; m < 5; m++) {
@@ -683,7 +704,7 @@ ngx_http_gray_status_prometheus(ngx_http_request_t *r,
                              " histogram\n");
         }
 
-        for (i = 0; i < NGX_HTTP_GRAY_SLOTS; i++) {
+        for (i = 0; i < shm->nslots; i++) {
             c = &shm->counters[i];
 
             if (!c->ready) {
@@ -796,7 +817,7 @@ ngx_http_gray_status_handler(ngx_http_request_t *r)
     used = 0;
 
     if (shm) {
-        for (i = 0; i < NGX_HTTP_GRAY_SLOTS; i++) {
+        for (i = 0; i < shm->nslots; i++) {
             used += shm->counters[i].ready != 0;
         }
     }

@@ -794,6 +794,10 @@ def t_nginx_t_refuses_bad_policy(tmp):
              "value must be between 1 and 3600000"),
             (good.replace("gray_policies %s;" % s.policy, "gray_policies %s;" % s.policy + "\n" +
                           "gray_upstreams_revision -3;"), "needs a non-negative integer"),
+            (good.replace("gray_policies %s;" % s.policy, "gray_policies %s;" % s.policy + "\n" +
+                          "gray_status_pairs 8;"), "value must be between 16 and 1048576"),
+            (good.replace("gray_policies %s;" % s.policy, "gray_policies %s;" % s.policy + "\n" +
+                          "gray_status_pairs many;"), '"gray_status_pairs" directive invalid number'),
             (good.replace("gray_policies %s;" % s.policy, "gray_policies %s.missing;" % s.policy),
              "cannot stat the file: No such file or directory"),
         ]:
@@ -827,6 +831,7 @@ def t_counters_and_prometheus(tmp):
             check(key in st, ("missing", key, st))
         check(st["policy_revision"] == 4 and st["upstreams_revision"] == 17 and st["policy_file"] == s.policy, st)
         check(st["pid"] in [w["pid"] for w in st["workers"]] and len(st["workers"]) == 2, st)
+        check(st["counter_pairs"] == 2048 and st["counters_overflow"] == 0, st)  # the default
         c = counters(st)
         v1, v2 = c["order.v1"], c["order.v2"]
         check(v1["requests"] == 8 and v1["responses"]["2xx"] == 7 and v1["responses"]["5xx"] == 1, v1)
@@ -850,6 +855,32 @@ def t_counters_and_prometheus(tmp):
                                                    line), line)
         check(s.get("/gray_status?format=xml")[0] == 400, "unknown format")
         check(request(s.port, "POST", "/gray_status")[0] == 405, "POST")
+
+
+@test
+def t_status_pairs_bound(tmp):
+    """gray_status_pairs sizes the counter table: with 16 slots, requests of
+    24 service/version pairs fill it, and the requests of the pairs left
+    over are counted as overflow (never into another pair's slot)."""
+    versions = ["v%d" % i for i in range(1, 25)]
+    pol = {"service": "order", "default": "v1",
+           "rules": [{"name": "to-" + v, "route": v,
+                      "when": {"attr": "header:x-v", "op": "eq", "value": v}} for v in versions]}
+    with site(tmp, policy_doc(1, pol), upstreams=[("order", v) for v in versions],
+              extra_http="    gray_status_pairs 16;\n") as s:
+        for v in versions:
+            r = s.route([("X-V", v)])
+            check(r[0] == 200 and r[1] == v and r[5] == "order." + v, (v, r))
+        wait_until("24 requests counted or overflowed", lambda: (lambda st: sum(
+            x["requests"] for x in counters(st).values()) + st["counters_overflow"] >= 24)(s.status()),
+            timeout=5)
+        st = s.status()
+        c = counters(st)
+        check(st["counter_pairs"] == 16 and len(c) == 16 and st["counters_overflow"] == 8, st)
+        check(all(x["requests"] == 1 for x in c.values()), c)
+        check(set(c) <= {"order." + v for v in versions}, sorted(c))
+        prom = s.status("prometheus").splitlines()
+        check("gray_counter_pairs 16" in prom and "gray_counters_overflow_total 8" in prom, prom[:40])
 
 
 @test
