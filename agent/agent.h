@@ -121,7 +121,7 @@ int ga_nginx_reload(ga_nginx *n, char *err, size_t errsz);
 long ga_nginx_pid(ga_nginx *n);
 
 /* What gray_status says. */
-#define GA_STATUS_WORKERS 64
+#define GA_STATUS_WORKERS 1024 /* nginx allows at most 1024 worker processes */
 typedef struct ga_status {
   int64_t policy_revision, upstreams_revision; /* of the worker that answered; -1: absent */
   char policy_error[512];                      /* "" when none */

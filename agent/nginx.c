@@ -478,8 +478,8 @@ static size_t accepting_workers(long master, long *pids, size_t max) {
 static void wait_old_workers(ga_nginx *n, long master, const long *old, size_t nold) {
   int64_t deadline = mono_ms() + n->confirm_timeout_ms;
   while (nold && mono_ms() < deadline) {
-    long now[256];
-    size_t k = accepting_workers(master, now, 256), still = 0;
+    long now[GA_STATUS_WORKERS];
+    size_t k = accepting_workers(master, now, GA_STATUS_WORKERS), still = 0;
     for (size_t i = 0; i < nold; i++)
       for (size_t j = 0; j < k; j++)
         if (old[i] == now[j]) still++;
@@ -490,8 +490,8 @@ static void wait_old_workers(ga_nginx *n, long master, const long *old, size_t n
 }
 
 int ga_nginx_reload(ga_nginx *n, char *err, size_t errsz) {
-  long master = ga_nginx_pid(n), old[256];
-  size_t nold = master > 0 ? accepting_workers(master, old, 256) : 0;
+  long master = ga_nginx_pid(n), old[GA_STATUS_WORKERS];
+  size_t nold = master > 0 ? accepting_workers(master, old, GA_STATUS_WORKERS) : 0;
   int rc = reload_master(n, master, err, errsz);
   if (rc == 0) wait_old_workers(n, master, old, nold);
   return rc;

@@ -13,7 +13,8 @@
  * in a slot of its own. */
 #include "ngx_http_gray_module.h"
 
-#define NGX_HTTP_GRAY_WORKERS  64   /* worker slots */
+/* worker slots: as many as nginx allows worker processes */
+#define NGX_HTTP_GRAY_WORKERS  NGX_MAX_PROCESSES
 #define NGX_HTTP_GRAY_NBOUNDS  11   /* finite histogram bounds */
 
 /* Upper bounds of the upstream response time buckets, in milliseconds;
@@ -780,7 +781,7 @@ ngx_http_gray_status_handler(ngx_http_request_t *r)
     ngx_int_t                   rc;
     ngx_buf_t                  *b;
     ngx_str_t                   format;
-    ngx_uint_t                  i, used, prom;
+    ngx_uint_t                  i, used, workers, prom;
     ngx_chain_t                 out;
     ngx_http_gray_shm_t        *shm;
     ngx_http_gray_main_conf_t  *mcf;
@@ -815,17 +816,23 @@ ngx_http_gray_status_handler(ngx_http_request_t *r)
     shm = ngx_http_gray_shm(mcf);
 
     used = 0;
+    workers = 0;
 
     if (shm) {
         for (i = 0; i < shm->nslots; i++) {
             used += shm->counters[i].ready != 0;
         }
+
+        for (i = 0; i < NGX_HTTP_GRAY_WORKERS; i++) {
+            workers += shm->workers[i].pid != 0;
+        }
     }
 
     /* A bound, not a guess: every number is at most 20 digits and every
-     * per-pair block has a fixed shape. */
+     * per-pair and per-worker block has a fixed shape (one more of each
+     * for a worker or pair that appears meanwhile). */
     size = 4096 + 6 * mcf->policy_path.len + 6 * mcf->policy.error_len
-           + NGX_HTTP_GRAY_WORKERS * 256
+           + (workers + 1) * 256
            + (used + 1) * (prom ? 6144 : 2048);
 
     b = ngx_create_temp_buf(r->pool, size);

@@ -884,6 +884,21 @@ def t_status_pairs_bound(tmp):
 
 
 @test
+def t_workers_beyond_64_listed(tmp):
+    """gray_status lists every worker, also beyond 64 (nginx allows 1,024;
+    hosts with more cores run more with `worker_processes auto`), so that
+    gray-agent can tell that all of them run a new policy revision."""
+    n = 66
+    with site(tmp, policy_doc(1, ORDER), workers=n, interval="50ms") as s:
+        wait_until("%d workers in gray_status" % n, lambda: len(s.status()["workers"]) == n, timeout=30)
+        write_atomic(s.policy, policy_doc(2, ORDER))
+        st, _ = wait_until("every worker on revision 2", lambda: (lambda st: all(
+            w["policy_revision"] == 2 for w in st["workers"]) and st)(s.status()), timeout=30)
+        check(len(st["workers"]) == n, len(st["workers"]))
+        check(sorted(w["pid"] for w in st["workers"]) == sorted(s.ng.workers()), "pids")
+
+
+@test
 def t_reload_new_upstreams(tmp):
     """nginx -s reload with a new gray_upstreams_revision and a new upstream
     block: the new workers report the revision, route to the new upstream,
