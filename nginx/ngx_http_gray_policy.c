@@ -335,6 +335,8 @@ typedef struct {
     ngx_uint_t                  stop;
     const u_char               *in;
     size_t                      in_len;
+    /* the result: written by the thread during a job, read by the worker
+     * once it saw `done` (under mu), before it hands over the next job */
     gray_policyset_t           *out;
     size_t                      err_len;
     u_char                      err[NGX_HTTP_GRAY_ERROR_MAX];
@@ -362,12 +364,10 @@ static void *
 ngx_http_gray_compiler_thread(void *arg)
 {
     char                       byte;
-    size_t                     len, err_len;
+    size_t                     len;
     ngx_msec_t                 t0;
     const u_char              *in;
-    gray_policyset_t          *set;
     ngx_http_gray_compiler_t  *k = arg;
-    u_char                     err[NGX_HTTP_GRAY_ERROR_MAX];
 
     pthread_mutex_lock(&k->mu);
 
@@ -385,16 +385,14 @@ ngx_http_gray_compiler_thread(void *arg)
         pthread_mutex_unlock(&k->mu);
 
         t0 = ngx_http_gray_monotonic_ms();
-        err_len = 0;
-        set = ngx_http_gray_policy_compile(in, len, err, sizeof(err), &err_len);
+        k->err_len = 0;
+        k->out = ngx_http_gray_policy_compile(in, len, k->err, sizeof(k->err),
+                                              &k->err_len);
+        k->took = ngx_http_gray_monotonic_ms() - t0;
 
         pthread_mutex_lock(&k->mu);
         k->job = 0;
         k->done = 1;
-        k->out = set;
-        k->err_len = err_len;
-        ngx_memcpy(k->err, err, err_len);
-        k->took = ngx_http_gray_monotonic_ms() - t0;
 
         /* the pipe is non-blocking: a full pipe already says "look" */
         byte = 1;
@@ -438,13 +436,10 @@ static void
 ngx_http_gray_compiler_read(ngx_event_t *ev)
 {
     char                       buf[64];
-    size_t                     err_len;
     ngx_int_t                  rc;
-    ngx_msec_t                 took;
-    gray_policyset_t          *set;
+    ngx_uint_t                 done;
     ngx_connection_t          *c;
     ngx_http_gray_compiler_t  *k = &ngx_http_gray_compiler;
-    u_char                     err[NGX_HTTP_GRAY_ERROR_MAX];
 
     c = ev->data;
 
@@ -458,24 +453,20 @@ ngx_http_gray_compiler_read(ngx_event_t *ev)
     }
 
     pthread_mutex_lock(&k->mu);
+    done = k->done;
+    k->done = 0;
+    pthread_mutex_unlock(&k->mu);
 
-    if (!k->done) {
-        pthread_mutex_unlock(&k->mu);
+    if (!done) {
         return;
     }
 
-    k->done = 0;
-    set = k->out;
+    /* the thread waits for the next job: its result is the worker's now */
+    rc = ngx_http_gray_policy_apply(&k->mcf->policy, k->out, k->err,
+                                    k->err_len);
     k->out = NULL;
-    err_len = k->err_len;
-    ngx_memcpy(err, k->err, err_len);
-    took = k->took;
-    pthread_mutex_unlock(&k->mu);
-
     k->busy = 0;
-
-    rc = ngx_http_gray_policy_apply(&k->mcf->policy, set, err, err_len);
-    ngx_http_gray_policy_loaded(k->mcf, c->log, rc, took,
+    ngx_http_gray_policy_loaded(k->mcf, c->log, rc, k->took,
                                 "in the worker's compiler thread");
 }
 
@@ -507,7 +498,6 @@ ngx_http_gray_compiler_start(ngx_cycle_t *cycle, ngx_http_gray_main_conf_t *mcf)
 
     c->read->handler = ngx_http_gray_compiler_read;
     c->read->log = cycle->log;
-    c->data = mcf;
     k->c = c;
 
     if (ngx_handle_read_event(c->read, 0) != NGX_OK) {

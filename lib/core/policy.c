@@ -399,6 +399,14 @@ int gray__regex_compile(gray_policyset_t *set, gray__node *n, gray_str_t pattern
                         size_t msgsz) {
   int errcode = 0;
   PCRE2_SIZE erroff = 0;
+  /* the required literal first: nothing to undo when its copy fails */
+  char lit[GRAY__REGEX_LITERAL_MAX];
+  size_t ll = gray__regex_literal(pattern.p, pattern.len, lit, sizeof lit);
+  if (ll) {
+    n->lit.p = gray__arena_strndup(&set->arena, lit, ll);
+    if (!n->lit.p) return GRAY_ENOMEM;
+    n->lit.len = ll;
+  }
   gray__regex_list *item = gray__calloc(1, sizeof(*item));
   if (!item) return GRAY_ENOMEM;
   pcre2_compile_context *cctx = pcre2_compile_context_create(set->gctx);
@@ -428,19 +436,6 @@ int gray__regex_compile(gray_policyset_t *set, gray__node *n, gray_str_t pattern
   }
   pcre2_set_match_limit(mctx, GRAY_REGEX_MATCH_LIMIT);
   pcre2_set_depth_limit(mctx, GRAY_REGEX_DEPTH_LIMIT);
-  char lit[GRAY__REGEX_LITERAL_MAX];
-  size_t ll = gray__regex_literal(pattern.p, pattern.len, lit, sizeof lit);
-  if (ll) {
-    char *copy = gray__arena_strndup(&set->arena, lit, ll);
-    if (!copy) {
-      pcre2_match_context_free(mctx);
-      pcre2_code_free(re);
-      gray__free(item);
-      return GRAY_ENOMEM;
-    }
-    n->lit.p = copy;
-    n->lit.len = ll;
-  }
   item->re = re;
   item->mctx = mctx;
   item->next = set->regexes;

@@ -39,6 +39,13 @@ static long brace_quantifier(const char *p, size_t len, size_t *i) {
   return min;
 }
 
+/* Inside a class or a group, may the escape at p[j] be skipped as its two
+ * bytes? Not \Q...\E quoting, a stray \E, or \cX, which is three bytes
+ * (X maybe ']' or ')'). */
+static int escape_skippable(const char *p, size_t len, size_t j) {
+  return j + 1 < len && p[j + 1] != 'Q' && p[j + 1] != 'E' && p[j + 1] != 'c';
+}
+
 /* Skips the character class starting at p[*i] ('['); 0 when it does not
  * end or holds something not understood. */
 static int skip_class(const char *p, size_t len, size_t *i) {
@@ -51,8 +58,7 @@ static int skip_class(const char *p, size_t len, size_t *i) {
       return 1;
     }
     if (p[j] == '\\') {
-      /* \cX is one character of three bytes, X maybe ']' */
-      if (j + 1 >= len || p[j + 1] == 'Q' || p[j + 1] == 'E' || p[j + 1] == 'c') return 0;
+      if (!escape_skippable(p, len, j)) return 0;
       j += 2;
       continue;
     }
@@ -80,8 +86,7 @@ static int skip_group(const char *p, size_t len, size_t *i) {
   while (j < len) {
     char c = p[j];
     if (c == '\\') {
-      /* \c( would be a control character, \Q( a literal one */
-      if (j + 1 >= len || p[j + 1] == 'Q' || p[j + 1] == 'E' || p[j + 1] == 'c') return 0;
+      if (!escape_skippable(p, len, j)) return 0;
       j += 2;
       continue;
     }
