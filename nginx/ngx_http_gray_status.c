@@ -508,10 +508,11 @@ ngx_http_gray_json_str(u_char *p, u_char *last, u_char *s, size_t len)
 
 static u_char *
 ngx_http_gray_status_json(ngx_http_request_t *r, ngx_http_gray_main_conf_t *mcf,
-    ngx_http_gray_shm_t *shm, u_char *p, u_char *last)
+    ngx_http_gray_shm_t *shm, ngx_uint_t max_workers, ngx_uint_t max_pairs,
+    u_char *p, u_char *last)
 {
     int64_t                   rev;
-    ngx_uint_t                i, k, first;
+    ngx_uint_t                i, k, n, first;
     ngx_atomic_uint_t         cum;
     ngx_http_gray_snap_t      sn;
     ngx_http_gray_worker_t   *w;
@@ -557,8 +558,9 @@ ngx_http_gray_status_json(ngx_http_request_t *r, ngx_http_gray_main_conf_t *mcf,
                      shm->no_policy, shm->overflow, shm->nslots);
 
     first = 1;
+    n = 0;
 
-    for (i = 0; i < NGX_HTTP_GRAY_WORKERS; i++) {
+    for (i = 0; i < NGX_HTTP_GRAY_WORKERS && n < max_workers; i++) {
         w = &shm->workers[i];
 
         /* a slot of a worker that is gone (fewer workers after a reload) */
@@ -576,17 +578,21 @@ ngx_http_gray_status_json(ngx_http_request_t *r, ngx_http_gray_main_conf_t *mcf,
                          w->policy_failed ? "true" : "false",
                          (int64_t) w->upstreams_revision);
         first = 0;
+        n++;
     }
 
     p = ngx_slprintf(p, last, "],\"counters\":[");
     first = 1;
+    n = 0;
 
-    for (i = 0; i < shm->nslots; i++) {
+    for (i = 0; i < shm->nslots && n < max_pairs; i++) {
         c = &shm->counters[i];
 
         if (!c->ready) {
             continue;
         }
+
+        n++;
 
         ngx_http_gray_snap(c, &sn);
 
@@ -624,11 +630,11 @@ ngx_http_gray_status_json(ngx_http_request_t *r, ngx_http_gray_main_conf_t *mcf,
 
 static u_char *
 ngx_http_gray_status_prometheus(ngx_http_request_t *r,
-    ngx_http_gray_main_conf_t *mcf, ngx_http_gray_shm_t *shm, u_char *p,
-    u_char *last)
+    ngx_http_gray_main_conf_t *mcf, ngx_http_gray_shm_t *shm,
+    ngx_uint_t max_pairs, u_char *p, u_char *last)
 {
     int64_t                   rev;
-    ngx_uint_t                i, k, m;
+    ngx_uint_t                i, k, m, n;
     ngx_atomic_uint_t         cum;
     ngx_http_gray_snap_t      sn;
     ngx_http_gray_counter_t  *c;
@@ -705,13 +711,16 @@ ngx_http_gray_status_prometheus(ngx_http_request_t *r,
                              " histogram\n");
         }
 
-        for (i = 0; i < shm->nslots; i++) {
+        n = 0;
+
+        for (i = 0; i < shm->nslots && n < max_pairs; i++) {
             c = &shm->counters[i];
 
             if (!c->ready) {
                 continue;
             }
 
+            n++;
             ngx_http_gray_snap(c, &sn);
 
             switch (m) {
@@ -829,11 +838,15 @@ ngx_http_gray_status_handler(ngx_http_request_t *r)
     }
 
     /* A bound, not a guess: every number is at most 20 digits and every
-     * per-pair and per-worker block has a fixed shape (one more of each
-     * for a worker or pair that appears meanwhile). */
+     * per-pair and per-worker block has a fixed shape. One more of each is
+     * allowed for a worker or pair that appears meanwhile; the writers list
+     * no more than that, so the answer is always whole (what appears
+     * beyond it is in the next answer). */
+    workers++;
+    used++;
+
     size = 4096 + 6 * mcf->policy_path.len + 6 * mcf->policy.error_len
-           + (workers + 1) * 256
-           + (used + 1) * (prom ? 6144 : 2048);
+           + workers * 256 + used * (prom ? 6144 : 2048);
 
     b = ngx_create_temp_buf(r->pool, size);
     if (b == NULL) {
@@ -841,11 +854,13 @@ ngx_http_gray_status_handler(ngx_http_request_t *r)
     }
 
     if (prom) {
-        p = ngx_http_gray_status_prometheus(r, mcf, shm, b->last, b->end);
+        p = ngx_http_gray_status_prometheus(r, mcf, shm, used, b->last,
+                                            b->end);
         ngx_str_set(&r->headers_out.content_type,
                     "text/plain; version=0.0.4; charset=utf-8");
     } else {
-        p = ngx_http_gray_status_json(r, mcf, shm, b->last, b->end);
+        p = ngx_http_gray_status_json(r, mcf, shm, workers, used, b->last,
+                                      b->end);
         ngx_str_set(&r->headers_out.content_type, "application/json");
     }
 
