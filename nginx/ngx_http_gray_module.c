@@ -30,6 +30,8 @@ static char *ngx_http_gray_policies(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_gray_upstreams_revision(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static char *ngx_http_gray_compile_thread(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static char *ngx_http_gray_route(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_gray_trusted_proxies(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -61,6 +63,13 @@ static ngx_command_t  ngx_http_gray_commands[] = {
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_gray_main_conf_t, check_interval),
       &ngx_http_gray_interval_bounds },
+
+    { ngx_string("gray_policies_compile_thread"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_gray_compile_thread,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
 
     { ngx_string("gray_status_pairs"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
@@ -627,7 +636,8 @@ ngx_http_gray_policies(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     mcf->policy_path = path;
 
-    rc = ngx_http_gray_policy_load(&mcf->policy, &path, cf->log, 1);
+    rc = ngx_http_gray_policy_load(&mcf->policy, &path, cf->log,
+                                   NGX_MAX_SIZE_T_VALUE);
 
     if (rc == NGX_AGAIN) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -641,6 +651,42 @@ ngx_http_gray_policies(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                            &path, mcf->policy.error_len, mcf->policy.error);
         return NGX_CONF_ERROR;
     }
+
+    return NGX_CONF_OK;
+}
+
+
+/* gray_policies_compile_thread SIZE | off; */
+static char *
+ngx_http_gray_compile_thread(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_gray_main_conf_t  *mcf = conf;
+
+    ssize_t     n;
+    ngx_str_t  *value;
+
+    if (mcf->compile_thread != NGX_CONF_UNSET_SIZE) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (value[1].len == 3 && ngx_strncmp(value[1].data, "off", 3) == 0) {
+        mcf->compile_thread = NGX_HTTP_GRAY_THREAD_OFF;
+        return NGX_CONF_OK;
+    }
+
+    n = ngx_parse_size(&value[1]);
+
+    if (n == NGX_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "gray_policies_compile_thread: \"%V\" is neither "
+                           "a size (such as 64k) nor \"off\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    /* any size over the largest policy file is "off" */
+    mcf->compile_thread = ngx_min((size_t) n, NGX_HTTP_GRAY_THREAD_OFF);
 
     return NGX_CONF_OK;
 }
@@ -844,6 +890,7 @@ ngx_http_gray_create_main_conf(ngx_conf_t *cf)
 
     /* policy_path, policy, upstreams, zone: zeroed */
     mcf->check_interval = NGX_CONF_UNSET_MSEC;
+    mcf->compile_thread = NGX_CONF_UNSET_SIZE;
     mcf->status_pairs = NGX_CONF_UNSET;
     mcf->upstreams_revision = -1;
 
@@ -859,6 +906,8 @@ ngx_http_gray_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_msec_value(mcf->check_interval,
                              NGX_HTTP_GRAY_INTERVAL_DEFAULT);
     ngx_conf_init_value(mcf->status_pairs, NGX_HTTP_GRAY_PAIRS_DEFAULT);
+    ngx_conf_init_size_value(mcf->compile_thread,
+                             NGX_HTTP_GRAY_THREAD_DEFAULT);
 
     return NGX_CONF_OK;
 }

@@ -27,6 +27,10 @@
 #define NGX_HTTP_GRAY_COUNTER_CACHE 64 /* counter slots kept per worker */
 #define NGX_HTTP_GRAY_XFF_HEADERS 16 /* X-Forwarded-For headers considered */
 #define NGX_HTTP_GRAY_PAIRS_DEFAULT 2048 /* gray_status_pairs */
+/* gray_policies_compile_thread: a file this big takes ~15 ms to compile
+ * here when it is all regexes (docs/nginx.md) */
+#define NGX_HTTP_GRAY_THREAD_DEFAULT (64 * 1024)
+#define NGX_HTTP_GRAY_THREAD_OFF ((size_t) GRAY_POLICY_FILE_MAX + 1)
 #define NGX_HTTP_GRAY_PAIRS_MAX 1048576
 
 /* Identity of the policy file as stat() sees it: a change of any field means
@@ -83,6 +87,10 @@ typedef struct {
 typedef struct {
     ngx_str_t                 policy_path;     /* full, NUL-terminated; len 0: unset */
     ngx_msec_t                check_interval;  /* gray_policies_check_interval */
+    /* gray_policies_compile_thread: files of at least this many bytes are
+     * compiled in the worker's compiler thread (NGX_HTTP_GRAY_THREAD_OFF:
+     * never) */
+    size_t                    compile_thread;
     ngx_int_t                 status_pairs;    /* gray_status_pairs: counter slots */
     int64_t                   upstreams_revision; /* -1: unset (printed as 0) */
     ngx_http_gray_policy_t    policy;
@@ -172,17 +180,18 @@ ngx_int_t ngx_http_gray_incoming_tag(ngx_http_request_t *r, ngx_str_t *tag);
 
 /* ngx_http_gray_policy.c */
 /* Read the file when its identity changed since the last call, and
- * compile it when `compile` is set. NGX_OK: a new set is in place (the old
- * one released). NGX_DONE (only without `compile`): new bytes are in
- * pol->content, for the caller to compile. NGX_DECLINED: the file is the
- * one already seen. NGX_AGAIN: it changed while being read (try again
- * later). NGX_ERROR: it could not be used; pol->error says why and the
- * current set stays. Never logs. */
+ * compile it when it has fewer than `inline_max` bytes. NGX_OK: a new set
+ * is in place (the old one released). NGX_DONE: new bytes, `inline_max` or
+ * more, are in pol->content, for the caller to compile. NGX_DECLINED: the
+ * file is the one already seen. NGX_AGAIN: it changed while being read
+ * (try again later). NGX_ERROR: it could not be used; pol->error says why
+ * and the current set stays. Never logs. */
 ngx_int_t ngx_http_gray_policy_load(ngx_http_gray_policy_t *pol,
-    ngx_str_t *path, ngx_log_t *log, ngx_uint_t compile);
+    ngx_str_t *path, ngx_log_t *log, size_t inline_max);
 void ngx_http_gray_policy_release(void *data);
-/* A worker's policy checks: the timer, and the thread that compiles a new
- * file off the event loop (stopped by ngx_http_gray_policy_exit_process). */
+/* A worker's policy checks: the timer, and the thread that compiles a big
+ * new file off the event loop, started when first needed (stopped by
+ * ngx_http_gray_policy_exit_process). */
 ngx_int_t ngx_http_gray_policy_init_process(ngx_cycle_t *cycle,
     ngx_http_gray_main_conf_t *mcf);
 void ngx_http_gray_policy_exit_process(ngx_cycle_t *cycle);

@@ -134,9 +134,24 @@ ngx_http_gray_policy_apply(ngx_http_gray_policy_t *pol, gray_policyset_t *set,
 }
 
 
+/* Compiles pol->content where the caller runs and applies the result. */
+static ngx_int_t
+ngx_http_gray_policy_compile_here(ngx_http_gray_policy_t *pol)
+{
+    size_t             err_len = 0;
+    gray_policyset_t  *set;
+
+    set = ngx_http_gray_policy_compile(pol->content, pol->content_len,
+                                       pol->error, sizeof(pol->error),
+                                       &err_len);
+
+    return ngx_http_gray_policy_apply(pol, set, pol->error, err_len);
+}
+
+
 ngx_int_t
 ngx_http_gray_policy_load(ngx_http_gray_policy_t *pol, ngx_str_t *path,
-    ngx_log_t *log, ngx_uint_t compile)
+    ngx_log_t *log, size_t inline_max)
 {
     int                       fd;
     char                      more;
@@ -147,9 +162,7 @@ ngx_http_gray_policy_load(ngx_http_gray_policy_t *pol, ngx_str_t *path,
     ngx_err_t                 err;
     ngx_int_t                 rc;
     ngx_uint_t                tries;
-    size_t                    err_len = 0;
     struct stat               st;
-    gray_policyset_t         *set;
     ngx_http_gray_file_id_t   id, after;
 
     if (stat((const char *) path->data, &st) == -1) {
@@ -286,14 +299,12 @@ ngx_http_gray_policy_load(ngx_http_gray_policy_t *pol, ngx_str_t *path,
     pol->content_len = got;
     buf = NULL;
 
-    if (!compile) {
+    if (got >= inline_max) {
         rc = NGX_DONE;
         goto out;
     }
 
-    set = ngx_http_gray_policy_compile(pol->content, got, pol->error,
-                                       sizeof(pol->error), &err_len);
-    rc = ngx_http_gray_policy_apply(pol, set, pol->error, err_len);
+    rc = ngx_http_gray_policy_compile_here(pol);
 
 out:
 
@@ -314,14 +325,21 @@ out:
  *
  * A big set (thousands of policies, each regex JIT-compiled) takes tens of
  * milliseconds or more to compile; done in the worker's event loop, every
- * request of that worker would wait for it. So each worker starts one
- * thread that only compiles: the timer reads the new bytes (pol->content,
- * left untouched until the result is back), hands them over, and goes on
+ * request of that worker would wait for it. So a worker that meets a file
+ * of gray_policies_compile_thread bytes or more starts one thread that only
+ * compiles, and keeps it: the timer reads the new bytes (pol->content, left
+ * untouched until the result is back), hands them over, and goes on
  * serving; the thread compiles, stores the set or the error, and writes a
  * byte to a pipe that the worker's event loop watches; the pipe's handler
  * puts the set in place between two events, as before. The thread touches
  * nothing of nginx. When the thread cannot be started the worker compiles
- * in its event loop, as at configuration time. */
+ * in its event loop, as at configuration time.
+ *
+ * Smaller files are compiled in the event loop (milliseconds), and a worker
+ * that never meets a big one never has a thread: once a process has had a
+ * second thread, glibc runs it as multi-threaded for good (locked malloc
+ * arenas, cancellation points around every recv and writev), which costs
+ * every request a few hundred instructions (docs/benchmarks.md). */
 
 typedef struct {
     pthread_t                   tid;
@@ -474,7 +492,7 @@ ngx_http_gray_compiler_read(ngx_event_t *ev)
 /* Starts the worker's compiler thread; NGX_ERROR leaves compiling to the
  * event loop (logged). */
 static ngx_int_t
-ngx_http_gray_compiler_start(ngx_cycle_t *cycle, ngx_http_gray_main_conf_t *mcf)
+ngx_http_gray_compiler_start(ngx_log_t *log, ngx_http_gray_main_conf_t *mcf)
 {
     int                        err;
     sigset_t                   all, old;
@@ -484,20 +502,20 @@ ngx_http_gray_compiler_start(ngx_cycle_t *cycle, ngx_http_gray_main_conf_t *mcf)
     k->mcf = mcf;
 
     if (pipe2(k->fd, O_NONBLOCK | O_CLOEXEC) == -1) {
-        ngx_log_error(NGX_LOG_WARN, cycle->log, ngx_errno,
-                      "gray_policies: pipe2() failed; new policy files are "
-                      "compiled in the event loop");
+        ngx_log_error(NGX_LOG_WARN, log, ngx_errno,
+                      "gray_policies: pipe2() failed; the file is compiled "
+                      "in the event loop");
         k->fd[0] = k->fd[1] = -1;
         return NGX_ERROR;
     }
 
-    c = ngx_get_connection(k->fd[0], cycle->log);
+    c = ngx_get_connection(k->fd[0], log);
     if (c == NULL) {
         goto failed;
     }
 
     c->read->handler = ngx_http_gray_compiler_read;
-    c->read->log = cycle->log;
+    c->read->log = log;
     k->c = c;
 
     if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
@@ -514,9 +532,9 @@ ngx_http_gray_compiler_start(ngx_cycle_t *cycle, ngx_http_gray_main_conf_t *mcf)
     pthread_sigmask(SIG_SETMASK, &old, NULL);
 
     if (err != 0) {
-        ngx_log_error(NGX_LOG_WARN, cycle->log, err,
-                      "gray_policies: pthread_create() failed; new policy "
-                      "files are compiled in the event loop");
+        ngx_log_error(NGX_LOG_WARN, log, err,
+                      "gray_policies: pthread_create() failed; the file is "
+                      "compiled in the event loop");
         pthread_cond_destroy(&k->cv);
         pthread_mutex_destroy(&k->mu);
         goto failed;
@@ -583,8 +601,6 @@ ngx_http_gray_policy_init_process(ngx_cycle_t *cycle,
         return NGX_OK;
     }
 
-    (void) ngx_http_gray_compiler_start(cycle, mcf);
-
     ev = &mcf->timer;
     ngx_memzero(ev, sizeof(ngx_event_t));
     ev->handler = ngx_http_gray_policy_tick;
@@ -621,7 +637,21 @@ ngx_http_gray_policy_tick(ngx_event_t *ev)
 
     t0 = ngx_http_gray_monotonic_ms();
     rc = ngx_http_gray_policy_load(&mcf->policy, &mcf->policy_path, ev->log,
-                                   !k->running);
+                                   k->running ? 0 : mcf->compile_thread);
+
+    if (rc == NGX_DONE && !k->running) {
+        if (ngx_http_gray_compiler_start(ev->log, mcf) == NGX_OK) {
+            ngx_log_error(NGX_LOG_NOTICE, ev->log, 0,
+                          "gray_policies \"%V\": a file of %uz bytes "
+                          "(gray_policies_compile_thread %uz): this worker "
+                          "compiles policy files in its compiler thread from "
+                          "now on", &mcf->policy_path,
+                          mcf->policy.content_len, mcf->compile_thread);
+
+        } else {
+            rc = ngx_http_gray_policy_compile_here(&mcf->policy);
+        }
+    }
 
     if (rc == NGX_DONE) {
         pthread_mutex_lock(&k->mu);

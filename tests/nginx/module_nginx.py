@@ -645,28 +645,55 @@ def t_policy_change_without_reload(tmp):
 
 
 @test
+def regex_policies(limit):
+    """ORDER and as many 20-regex policies as fit a document of `limit`
+    bytes (a compile of ~0.2 ms per KiB here: every regex is JIT-compiled)."""
+    pols = [ORDER]
+    size = len(policy_doc(2, *pols))
+    i = 0
+    while True:
+        p = {"service": "big%d" % i, "default": "v1",
+             "rules": [{"name": "r%d" % j, "route": "v2",
+                        "when": {"attr": "header:user-agent", "op": "regex",
+                                 "value": "A%dB/%d\\.x" % (i, j)}} for j in range(20)]}
+        size += len(json.dumps(p)) + 2
+        if size > limit:
+            return pols
+        pols.append(p)
+        i += 1
+
+
+def subdir(tmp, name):
+    path = os.path.join(tmp, name)
+    os.makedirs(path)
+    return path
+
+
+def threads(pid):
+    """How many threads the process has."""
+    return len(os.listdir("/proc/%d/task" % pid))
+
+
+def loaded_lines(log, revision):
+    """(policies, ms, where) of each "revision N loaded" line of the log."""
+    return re.findall(r"revision %d loaded \((\d+) policies, compiled in (\d+) ms ([^)]*)\)" % revision, log)
+
+
+@test
 def t_big_policy_compiles_off_the_event_loop(tmp):
     """A big policy file (1 MiB, ~10,000 regexes: a compile of hundreds of
     ms here) is compiled by the worker's compiler thread: the worker keeps
     answering meanwhile. With one worker, requests sent one after another
     while the file is compiled must keep coming back quickly: the longest
     under half the compile time the worker logs, where a compile in the
-    event loop would hold one of them for about the whole compile."""
+    event loop would hold one of them for about the whole compile. The
+    thread is started by the first such file (none before it), and the
+    worker keeps it for the files after (a small one goes there too)."""
     with site(tmp, policy_doc(1, ORDER), interval="20ms",
               extra_server="        location = /ping { return 204; }\n") as s:
-        pols = [ORDER]
-        size = len(policy_doc(2, *pols))
-        i = 0
-        while True:
-            p = {"service": "big%d" % i, "default": "v1",
-                 "rules": [{"name": "r%d" % j, "route": "v2",
-                            "when": {"attr": "header:user-agent", "op": "regex",
-                                     "value": "A%dB/%d\\.x" % (i, j)}} for j in range(20)]}
-            size += len(json.dumps(p)) + 2
-            if size > 1000000:
-                break
-            pols.append(p)
-            i += 1
+        (worker,) = s.ng.workers()
+        check(threads(worker) == 1, ("a thread before any big file", threads(worker)))
+        pols = regex_policies(1000000)
         text = policy_doc(2, *pols)
         check(len(text) <= 1024 * 1024, len(text))
         done = []  # seconds each request took
@@ -701,6 +728,54 @@ def t_big_policy_compiles_off_the_event_loop(tmp):
         check(int(m.group(1)) == len(pols), (m.group(1), len(pols)))
         check(m.group(3) == "in the worker's compiler thread", m.group(0))
         check(s.route([("X-Gray", "1")])[1:3] == ("v2", "beta"), "routing after the swap")
+        check(re.search(r"a file of %d bytes \(gray_policies_compile_thread 65536\): this worker compiles "
+                        r"policy files in its compiler thread from now on" % len(text), log), log[-1500:])
+        check(s.ng.workers() == [worker] and threads(worker) == 2, threads(worker))
+        write_atomic(s.policy, policy_doc(3, ORDER))
+        wait_until("revision 3", lambda: s.status()["policy_revision"] == 3, timeout=10)
+        got = loaded_lines(open(s.ng.error_log).read(), 3)
+        check([w for _, _, w in got] == ["in the worker's compiler thread"], got)
+        check(threads(worker) == 2, threads(worker))
+
+
+@test
+def t_small_policies_compile_in_the_event_loop(tmp):
+    """Files under gray_policies_compile_thread (64k by default) are compiled
+    in the event loop, and a worker that only ever meets such files has no
+    second thread (a thread would make glibc lock its malloc and wrap every
+    recv and writev for good: docs/benchmarks.md). `off` keeps even a bigger
+    file in the event loop; 0 sends every file to the thread."""
+    with site(tmp, policy_doc(1, ORDER), interval="20ms") as s:
+        (worker,) = s.ng.workers()
+        for rev in (2, 3, 4):
+            write_atomic(s.policy, policy_doc(rev, ORDER))
+            wait_until("revision %d" % rev, lambda: s.status()["policy_revision"] == rev, timeout=10)
+        log = open(s.ng.error_log).read()
+        for rev in (2, 3, 4):
+            got = loaded_lines(log, rev)
+            check([w for _, _, w in got] == ["in the event loop"], (rev, got))
+        check("compiler thread" not in log, log[-1500:])
+        check(s.ng.workers() == [worker] and threads(worker) == 1, threads(worker))
+    big = policy_doc(2, *regex_policies(100000))
+    check(len(big) > 65536, len(big))
+    # (each nginx in its own directory: its own error log)
+    with site(subdir(tmp, "off"), policy_doc(1, ORDER), interval="20ms",
+              extra_http="    gray_policies_compile_thread off;\n") as s:
+        (worker,) = s.ng.workers()
+        write_atomic(s.policy, big)
+        wait_until("revision 2", lambda: s.status()["policy_revision"] == 2, timeout=10)
+        got = loaded_lines(open(s.ng.error_log).read(), 2)
+        check([w for _, _, w in got] == ["in the event loop"], got)
+        check(threads(worker) == 1, threads(worker))
+    with site(subdir(tmp, "zero"), policy_doc(1, ORDER), interval="20ms",
+              extra_http="    gray_policies_compile_thread 0;\n") as s:
+        (worker,) = s.ng.workers()
+        check(threads(worker) == 1, threads(worker))
+        write_atomic(s.policy, policy_doc(2, ORDER))
+        wait_until("revision 2", lambda: s.status()["policy_revision"] == 2, timeout=10)
+        got = loaded_lines(open(s.ng.error_log).read(), 2)
+        check([w for _, _, w in got] == ["in the worker's compiler thread"], got)
+        check(threads(worker) == 2, threads(worker))
 
 
 @test
@@ -798,6 +873,15 @@ def t_nginx_t_refuses_bad_policy(tmp):
                           "gray_status_pairs 8;"), "value must be between 16 and 1048576"),
             (good.replace("gray_policies %s;" % s.policy, "gray_policies %s;" % s.policy + "\n" +
                           "gray_status_pairs many;"), '"gray_status_pairs" directive invalid number'),
+            (good.replace("gray_policies %s;" % s.policy, "gray_policies %s;" % s.policy + "\n" +
+                          "gray_policies_compile_thread many;"),
+             'gray_policies_compile_thread: "many" is neither a size (such as 64k) nor "off"'),
+            (good.replace("gray_policies %s;" % s.policy, "gray_policies %s;" % s.policy + "\n" +
+                          "gray_policies_compile_thread -1;"),
+             'gray_policies_compile_thread: "-1" is neither a size'),
+            (good.replace("gray_policies %s;" % s.policy, "gray_policies %s;" % s.policy + "\n" +
+                          "gray_policies_compile_thread 1m; gray_policies_compile_thread off;"),
+             '"gray_policies_compile_thread" directive is duplicate'),
             (good.replace("gray_policies %s;" % s.policy, "gray_policies %s.missing;" % s.policy),
              "cannot stat the file: No such file or directory"),
         ]:
