@@ -1,11 +1,14 @@
 #!/bin/bash
 # Builds ngx_http_gray_module.so against a copy of Debian's nginx-dev tree
-# (never in system folders). Run by CMake (nginx/CMakeLists.txt):
+# (never in system folders). Run by CMake (nginx/CMakeLists.txt), and by
+# bench/nginx/run.sh for bench/nginx/floor's module (OUT_DIR/NAME.so, NAME
+# from MODULE_DIR/config's ngx_module_name):
 #
 #   build.sh NGX_SRC OUT_DIR MODULE_DIR INCS LIBS [SAN_FLAGS]
 #
 # NGX_SRC   nginx-dev's configure tree (/usr/share/nginx/src)
 # OUT_DIR   build/nginx: the copy goes to OUT_DIR/src, the module to OUT_DIR
+# MODULE_DIR the module's directory (its `config`)
 # INCS      include directories for the module (space-separated)
 # LIBS      what the module links (the static libgray core + json, -l flags)
 # SAN_FLAGS sanitizer flags for compiling and linking (the ASan build), or ""
@@ -47,8 +50,10 @@ fi
 
 # The static libraries are link inputs nginx's Makefile does not track:
 # always relink (compiling is still incremental).
-rm -f "$tree/objs/ngx_http_gray_module.so"
+# the module's name as its config gives it (bench/nginx/floor builds here too)
+name=$(sed -n 's/^ngx_module_name=//p' "$mod/config")
+rm -f "$tree/objs/$name.so"
 # (a make of its own: the caller's jobserver does not reach through CMake)
 env -u MAKEFLAGS -u MFLAGS make -s -j"$(nproc 2>/dev/null || echo 2)" -C "$tree" -f objs/Makefile modules
-cp "$tree/objs/ngx_http_gray_module.so" "$out/ngx_http_gray_module.so.tmp"
-mv -f "$out/ngx_http_gray_module.so.tmp" "$out/ngx_http_gray_module.so"
+cp "$tree/objs/$name.so" "$out/$name.so.tmp"
+mv -f "$out/$name.so.tmp" "$out/$name.so"

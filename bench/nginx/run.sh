@@ -41,7 +41,11 @@
 # stock_headers is stock forwarding the module's two headers with fixed
 # values, the peer that isolates the decision's own cost; stock_b, a second
 # identical stock, is the side-by-side A/A control; module_default_only, the
-# module with a policy of no rules, its fixed cost), BENCH_NGINX_PAIRED and
+# module with a policy of no rules, its fixed cost; module_thread, the module
+# with its compiler thread running; floor, bench/nginx/floor's module that
+# answers the two variables with constants, the floor under any module
+# reached through variables, built on first use into $BUILD/nginx-floor),
+# BENCH_NGINX_PAIRED and
 # BENCH_NGINX_PAIRS (the side-by-side rounds, below), BENCH_NGINX_PIN
 # (1: with 2+ CPUs, the proxy on the last CPU and wrk and the backend on the
 # others; 0: no pinning; default 1), BENCH_NGINX_MAX_FOREIGN (a run during
@@ -83,8 +87,8 @@ configs=(stock)
 for c in $want_configs; do
   case $c in
     stock) ;;
-    module | map | lua | haproxy | haproxy_plain | stock_headers | stock_b | module_default_only) configs+=("$c") ;;
-    *) note "unknown configuration '$c' in BENCH_NGINX_CONFIGS (stock module map lua haproxy haproxy_plain stock_headers stock_b module_default_only)"; exit 64 ;;
+    module | map | lua | haproxy | haproxy_plain | stock_headers | stock_b | module_default_only | module_thread | floor) configs+=("$c") ;;
+    *) note "unknown configuration '$c' in BENCH_NGINX_CONFIGS (stock module map lua haproxy haproxy_plain stock_headers stock_b module_default_only module_thread floor)"; exit 64 ;;
   esac
 done
 case $access_log in
@@ -98,7 +102,7 @@ drop() {
   configs=("${keep[@]}")
 }
 
-if { has module || has module_default_only; } && [ ! -f "$module" ]; then
+if { has module || has module_default_only || has module_thread; } && [ ! -f "$module" ]; then
   note "skipped: the Nginx module is not built ($module is missing; 'make' builds it)"
   exit 0
 fi
@@ -186,10 +190,23 @@ python3 "$here/requests.py" lua "$root/bench/eval/requests.jsonl" "$tmp/requests
 python3 "$here/requests.py" lists "$root/bench/eval/reference-policy.json" "$tmp"
 cp "$root/bench/eval/reference-policy.json" "$tmp/policy.json"
 cp "$here/conf/default-only-policy.json" "$tmp/default-only-policy.json"
-if has module || has module_default_only; then
+if has module || has module_default_only || has module_thread; then
   # A copy, so that a rebuild during the run cannot change what is measured.
   cp "$module" "$tmp/ngx_http_gray_module.so"
   module=$tmp/ngx_http_gray_module.so
+fi
+if has floor; then
+  # bench/nginx/floor's module, built against nginx-dev as the real one is
+  # (nginx/build.sh: configure once, then the module alone)
+  floor_out=$build/nginx-floor
+  if ! bash "$root/nginx/build.sh" "${GRAY_NGINX_SRC:-/usr/share/nginx/src}" "$floor_out" "$here/floor" "" "" \
+    >"$tmp/floor-build.log" 2>&1; then
+    note "floor: the module did not build (nginx-dev missing?); left out:"
+    tail -n 5 "$tmp/floor-build.log" | sed 's/^/#   /' >&2
+    drop floor
+  else
+    cp "$floor_out/ngx_http_gray_floor_module.so" "$tmp/ngx_http_gray_floor_module.so"
+  fi
 fi
 mkdir -p "$tmp/lua"
 cp "$here/lua/graydecide.lua" "$tmp/gray_vip.lua" "$tmp/lua/"
@@ -217,8 +234,11 @@ render() {
     sed -i -e "s|@USER@|$user_line|" -e "s|@PORT@|$port|g" -e "s|@BACKEND_PORT@|$backend_port|g" \
       -e "s|@MODULE@|$module|g" -e "s|@POLICY@|$tmp/policy.json|g" -e "s|@NGX_MODULES@|$ngx_modules|g" \
       -e "s|@DEFAULT_ONLY_POLICY@|$tmp/default-only-policy.json|g" \
+      -e "s|@FLOOR_MODULE@|$tmp/ngx_http_gray_floor_module.so|g" \
       -e "s|@LUA_PATH@|$tmp/lua/?.lua|g" -e "s|@DIR@|$dir|g" "$f"
   done
+  # module_thread: its own copy of the policy, rewritten by start_compiler_thread
+  [ "$tpl" = module_thread.conf ] && cp "$tmp/policy.json" "$dir/policy.json"
   if [ "$access_log" = 1 ]; then
     sed -i 's|^access_log off;$|access_log access.log;|' "$dir/http.conf"
     grep -q '^access_log access.log;$' "$dir/http.conf" || { note "http.conf: no 'access_log off;' line to turn on"; exit 1; }
@@ -250,6 +270,21 @@ start_nginx() {
     note "$name: no worker process under nginx master $master_pid"
     return 1
   fi
+}
+
+# start_compiler_thread NAME PID: module_thread's worker (PID) starts its
+# compiler thread when its policy file changes (gray_policies_compile_thread
+# 0): append a newline (the same policies) and wait for the second thread.
+start_compiler_thread() {
+  local dir=$tmp/$1 pid=$2 tasks
+  printf '\n' >>"$dir/policy.json"
+  for _ in $(seq 100); do
+    tasks=("/proc/$pid/task"/*)
+    [ "${#tasks[@]}" -ge 2 ] && return 0
+    sleep 0.1
+  done
+  note "$1: the worker (PID $pid) did not start its compiler thread"
+  return 1
 }
 
 # start_haproxy NAME TEMPLATE [CPU-PREFIX...]: sets master_pid, worker_pid.
@@ -292,6 +327,9 @@ for c in "${configs[@]}"; do
     [ "$c" = stock_b ] && tpl=stock.conf # a second stock: the A/A control
     render "$c" "$tpl" "$(free_port)"
     start_nginx "$c" "${proxy_cpu[@]+"${proxy_cpu[@]}"}" || ok=0
+    if [ "$ok" = 1 ] && [ "$c" = module_thread ]; then
+      start_compiler_thread "$c" "$worker_pid" || ok=0
+    fi
   fi
   if [ "$ok" = 0 ]; then
     if [ "$c" = stock ] || [ "$c" = module ]; then
@@ -310,7 +348,7 @@ note "versions: $("$nginx" -v 2>&1 | sed 's/^nginx version: //'), $("$wrk" -v 2>
 
 # --- Fidelity: every request once, decisions against the core ------------------
 for c in "${configs[@]}"; do
-  case $c in stock | stock_b | haproxy_plain | stock_headers | module_default_only) continue ;; esac
+  case $c in stock | stock_b | haproxy_plain | stock_headers | module_default_only | floor) continue ;; esac
   python3 "$here/requests.py" verify "$root/bench/eval/requests.jsonl" "$tmp/expected.jsonl" \
     "$tmp/policy.json" "${port_of[$c]}" "nginx_$c" 2>"$tmp/verify.err" >"$tmp/verify.out" || {
     note "$c: verification failed:"
@@ -596,6 +634,9 @@ instr_per_req() { # instr_per_req NAME: sets instr_result (empty: no figure)
   vpid=$!
   pids+=("$vpid")
   wait_port "$port" "$vpid" "$dir/valgrind.log" || return 0
+  if [ "$c" = module_thread ]; then
+    start_compiler_thread "${c}_cg" "$vpid" || return 0
+  fi
   run_child "$dir/wrk0.out" "$dir/wrk0.err" "$wrk" -t1 -c10 -d2s -s "$here/wrk.lua" \
     "http://127.0.0.1:$port/" -- "$tmp/requests.lua" || true
   callgrind_control -z "$vpid" >/dev/null 2>&1 && callgrind_control -i on "$vpid" >/dev/null 2>&1 || return 0
@@ -625,7 +666,7 @@ if [ "${BENCH_NGINX_INSTR:-1}" = 1 ] && command -v valgrind >/dev/null && comman
   note "instructions: each nginx configuration once more under callgrind, ${instr_secs} s of wrk -c10"
   declare -A instr_of
   for c in "${configs[@]}"; do
-    case $c in stock | module | map | stock_headers | module_default_only) ;; *) continue ;; esac
+    case $c in stock | module | map | stock_headers | module_default_only | module_thread | floor) ;; *) continue ;; esac
     instr_per_req "$c"
     v=$instr_result
     [ -n "$v" ] || continue
@@ -633,7 +674,7 @@ if [ "${BENCH_NGINX_INSTR:-1}" = 1 ] && command -v valgrind >/dev/null && comman
     echo "nginx_${c}_instructions_per_req: $v"
   done
   if [ -n "${instr_of[stock]:-}" ]; then
-    for c in module map stock_headers module_default_only; do
+    for c in module map stock_headers module_default_only module_thread floor; do
       [ -n "${instr_of[$c]:-}" ] || continue
       awk -v c="$c" -v v="${instr_of[$c]}" -v s="${instr_of[stock]}" 'BEGIN {
         printf "nginx_%s_instructions_over_stock: %d\n", c, v - s
