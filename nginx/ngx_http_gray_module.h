@@ -27,8 +27,8 @@
 #define NGX_HTTP_GRAY_COUNTER_CACHE 64 /* counter slots kept per worker */
 #define NGX_HTTP_GRAY_XFF_HEADERS 16 /* X-Forwarded-For headers considered */
 #define NGX_HTTP_GRAY_PAIRS_DEFAULT 2048 /* gray_status_pairs */
-/* gray_policies_compile_thread: a file this big takes ~15 ms to compile
- * here when it is all regexes (docs/nginx.md) */
+/* gray_policies_compile_thread: a file this big takes 9-13 ms to compile
+ * on a slow machine when it is all regexes (docs/nginx.md) */
 #define NGX_HTTP_GRAY_THREAD_DEFAULT (64 * 1024)
 #define NGX_HTTP_GRAY_THREAD_OFF ((size_t) GRAY_POLICY_FILE_MAX + 1)
 #define NGX_HTTP_GRAY_PAIRS_MAX 1048576
