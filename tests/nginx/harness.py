@@ -111,6 +111,37 @@ def children(pid):
     return out
 
 
+def listener_of(port):
+    """The inode of the socket listening on TCP `port` (IPv4 or IPv6), or
+    None."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            col = row.split()
+            # local address "ADDR:PORT" in hex; state 0A is LISTEN
+            if len(col) > 9 and col[3] == "0A" and int(col[1].rsplit(":", 1)[1], 16) == port:
+                return col[9]
+    return None
+
+
+def sockets_of(pid):
+    """The inodes of the sockets process `pid` holds open."""
+    out = set()
+    fds = "/proc/%d/fd" % pid
+    for fd in os.listdir(fds):
+        try:
+            target = os.readlink(os.path.join(fds, fd))
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            out.add(target[8:-1])
+    return out
+
+
 def comm(pid):
     try:
         with open("/proc/%d/comm" % pid) as f:
@@ -190,7 +221,14 @@ class Nginx:
             if self.proc.poll() is not None:
                 raise Fail("nginx exited at start (%s): %s" % (self.proc.returncode, self.log_tail()))
             with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return True
+                pass
+            # the port answers: it must be nginx's (its master holds the
+            # listening socket), not another process's that took the port
+            # before nginx could bind it (nginx retries bind() for seconds)
+            check(listener_of(port) in sockets_of(self.proc.pid),
+                  "port %d answers, but not from this nginx (another process holds it): %s"
+                  % (port, self.log_tail()))
+            return True
         wait_until("nginx to listen on %d" % port, up, timeout)
         return self
 

@@ -644,7 +644,6 @@ def t_policy_change_without_reload(tmp):
         check(log.count("revision 3 loaded") == 2, log[-1500:])
 
 
-@test
 def regex_policies(limit):
     """ORDER and as many 20-regex policies as fit a document of `limit`
     bytes (a compile of ~0.2 ms per KiB here: every regex is JIT-compiled)."""

@@ -9,6 +9,7 @@ ends with `sys.exit(testkit.run(TESTS, selected, "prefix-"))`.
 import http.client
 import json
 import os
+import random
 import socket
 import tempfile
 import time
@@ -41,9 +42,34 @@ def wait_until(what, fn, timeout=10.0, every=0.01, tolerate=()):
     raise Fail("timed out after %.1fs waiting for %s (last: %s)" % (timeout, what, str(last)[:800]))
 
 
+def _ephemeral_low():
+    """The first port of the kernel's ephemeral range (bind to port 0,
+    client connections)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port():
-    """A port that was free a moment ago (for servers that cannot report a
-    port 0 back)."""
+    """A port that was free a moment ago, for servers that cannot report a
+    port 0 back. Drawn below the kernel's ephemeral range: whatever binds
+    port 0 (the echo backends, grayd's tests) and every client connection
+    take their ports from that range, so none of them can take this one in
+    the moment before its server binds it (an nginx that lost its port that
+    way once looked started, because the port answered). Two tests drawing
+    the same port at once stay possible, about 1 in 10,000 per pair."""
+    lo, hi = 10000, min(_ephemeral_low(), 65536)
+    rng = random.SystemRandom()
+    for _ in range(200 if hi - lo >= 1000 else 0):
+        port = rng.randrange(lo, hi)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
