@@ -338,9 +338,9 @@ out:
  * Smaller files are compiled in the event loop (milliseconds), and a worker
  * that never meets a big one never has a thread: once a process has had a
  * second thread, glibc runs it as multi-threaded for good (locked malloc
- * arenas, cancellation points around every recv and writev), which costs
- * every request ~530 instructions and 3 % of a bare proxy's CPU
- * (docs/benchmarks.md, run 9). */
+ * arenas, cancellation points around every recv and writev; the kernel
+ * too spends more system time), which costs every request ~530
+ * instructions and 3 % of a bare proxy's CPU (docs/benchmarks.md, run 9). */
 
 typedef struct {
     pthread_t                   tid;
