@@ -772,19 +772,40 @@ static void t_tls_ca_file(void) {
   log_free(&lb3);
 }
 
-static int free_port(void) {
+/* 0 when `port` (0: any) cannot be bound on 127.0.0.1, else the port. */
+static int try_port(int port) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   struct sockaddr_in a;
   socklen_t len = sizeof a;
   memset(&a, 0, sizeof a);
   a.sin_family = AF_INET;
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons((uint16_t)port);
   if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 || getsockname(fd, (struct sockaddr *)&a, &len) != 0) {
     if (fd >= 0) close(fd);
-    return 1;
+    return 0;
   }
   close(fd);
   return ntohs(a.sin_port);
+}
+
+/* A port free a moment ago, drawn below the kernel's ephemeral range (as
+ * tests/pylib/testkit.py's free_port): whatever binds port 0 and every
+ * client connection take theirs from that range, so none of them can take
+ * this one before the test uses it. */
+static int free_port(void) {
+  int low = 32768, port = 0;
+  FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+  if (f) {
+    if (fscanf(f, "%d", &low) != 1) low = 32768;
+    fclose(f);
+  }
+  if (low > 65536) low = 65536;
+  unsigned seed = (unsigned)getpid() ^ (unsigned)time(NULL);
+  for (int i = 0; i < 200 && low - 10000 >= 1000 && !port; i++)
+    port = try_port(10000 + (int)(rand_r(&seed) % (unsigned)(low - 10000)));
+  if (!port) port = try_port(0);
+  return port ? port : 1;
 }
 
 static void t_failover(void) {
