@@ -325,43 +325,37 @@ out:
  *
  * A big set (thousands of policies, each regex JIT-compiled) takes tens of
  * milliseconds or more to compile; done in the worker's event loop, every
- * request of that worker would wait for it. So a worker that meets a file
- * of gray_policies_compile_thread bytes or more starts one thread that only
- * compiles, and keeps it: the timer reads the new bytes (pol->content, left
- * untouched until the result is back), hands them over, and goes on
- * serving; the thread compiles, stores the set or the error, and writes a
- * byte to a pipe that the worker's event loop watches; the pipe's handler
+ * request of that worker would wait for it. So a file of
+ * gray_policies_compile_thread bytes or more is compiled by a thread of its
+ * own: the timer reads the new bytes (pol->content, left untouched until
+ * the result is back), starts the thread and goes on serving; the thread
+ * compiles, stores the set or the error, writes a byte to a pipe that the
+ * worker's event loop watches, and ends; the pipe's handler joins it and
  * puts the set in place between two events, as before. The thread touches
- * nothing of nginx. When the thread cannot be started the worker compiles
- * in its event loop, as at configuration time.
+ * nothing of nginx. When it cannot be started the worker compiles in its
+ * event loop, as at configuration time.
  *
- * Smaller files are compiled in the event loop (milliseconds), and a worker
- * that never meets a big one never has a thread: once a process has had a
- * second thread, glibc runs it as multi-threaded for good (locked malloc
- * arenas, cancellation points around every recv and writev; the kernel
- * too spends more system time), which costs every request ~530
- * instructions and 3 % of a bare proxy's CPU (docs/benchmarks.md, run 9). */
+ * Smaller files are compiled in the event loop (milliseconds), and no
+ * thread outlives its compile: while a process has a second thread, every
+ * request costs more (glibc's locked malloc and cancellation wrappers around
+ * recv and writev, and more system time: 3 % of a bare proxy's CPU with an
+ * idle thread kept, docs/benchmarks.md run 9); once the thread has ended,
+ * what remains is glibc's part, ~0.5 %. */
 
 typedef struct {
     pthread_t                   tid;
-    pthread_mutex_t             mu;
-    pthread_cond_t              cv;
-    ngx_uint_t                  running;   /* the thread exists */
-    ngx_uint_t                  busy;      /* a job handed over, result not yet applied */
-    /* under mu: */
-    ngx_uint_t                  job;       /* in/in_len to compile */
-    ngx_uint_t                  done;      /* out/err/took are the result */
-    ngx_uint_t                  stop;
+    ngx_uint_t                  busy;      /* a thread compiles; result not yet applied */
+    /* the job, set before the thread starts */
     const u_char               *in;
     size_t                      in_len;
-    /* the result: written by the thread during a job, read by the worker
-     * once it saw `done` (under mu), before it hands over the next job */
+    /* the result: written by the thread, read by the worker after it has
+     * joined the thread */
     gray_policyset_t           *out;
     size_t                      err_len;
     u_char                      err[NGX_HTTP_GRAY_ERROR_MAX];
     ngx_msec_t                  took;      /* ms the compile took */
-    /* the worker's side */
-    int                         fd[2];     /* the pipe: [0] read, [1] write */
+    /* the worker's side: the pipe, made for the first big file and kept */
+    int                         fd[2];     /* [0] read, [1] write */
     ngx_connection_t           *c;
     ngx_http_gray_main_conf_t  *mcf;
 } ngx_http_gray_compiler_t;
@@ -383,44 +377,20 @@ static void *
 ngx_http_gray_compiler_thread(void *arg)
 {
     char                       byte;
-    size_t                     len;
     ngx_msec_t                 t0;
-    const u_char              *in;
     ngx_http_gray_compiler_t  *k = arg;
 
-    pthread_mutex_lock(&k->mu);
+    t0 = ngx_http_gray_monotonic_ms();
+    k->err_len = 0;
+    k->out = ngx_http_gray_policy_compile(k->in, k->in_len, k->err,
+                                          sizeof(k->err), &k->err_len);
+    k->took = ngx_http_gray_monotonic_ms() - t0;
 
-    for ( ;; ) {
-        while (!k->job && !k->stop) {
-            pthread_cond_wait(&k->cv, &k->mu);
-        }
-
-        if (k->stop) {
-            break;
-        }
-
-        in = k->in;
-        len = k->in_len;
-        pthread_mutex_unlock(&k->mu);
-
-        t0 = ngx_http_gray_monotonic_ms();
-        k->err_len = 0;
-        k->out = ngx_http_gray_policy_compile(in, len, k->err, sizeof(k->err),
-                                              &k->err_len);
-        k->took = ngx_http_gray_monotonic_ms() - t0;
-
-        pthread_mutex_lock(&k->mu);
-        k->job = 0;
-        k->done = 1;
-
-        /* the pipe is non-blocking: a full pipe already says "look" */
-        byte = 1;
-        if (write(k->fd[1], &byte, 1) == -1) {
-            /* EAGAIN: bytes the worker has not read yet say it already */
-        }
+    /* the pipe is non-blocking and only this thread writes to it */
+    byte = 1;
+    if (write(k->fd[1], &byte, 1) == -1) {
+        /* cannot be full: one byte per thread, read before the next */
     }
-
-    pthread_mutex_unlock(&k->mu);
 
     return NULL;
 }
@@ -450,13 +420,12 @@ ngx_http_gray_policy_loaded(ngx_http_gray_main_conf_t *mcf, ngx_log_t *log,
 }
 
 
-/* The pipe's read handler: the compiler thread has a result. */
+/* The pipe's read handler: the compiler thread has its result. */
 static void
 ngx_http_gray_compiler_read(ngx_event_t *ev)
 {
     char                       buf[64];
     ngx_int_t                  rc;
-    ngx_uint_t                 done;
     ngx_connection_t          *c;
     ngx_http_gray_compiler_t  *k = &ngx_http_gray_compiler;
 
@@ -471,34 +440,32 @@ ngx_http_gray_compiler_read(ngx_event_t *ev)
                       "gray_policies: cannot watch the compiler's pipe");
     }
 
-    pthread_mutex_lock(&k->mu);
-    done = k->done;
-    k->done = 0;
-    pthread_mutex_unlock(&k->mu);
-
-    if (!done) {
+    if (!k->busy) {
         return;
     }
 
-    /* the thread waits for the next job: its result is the worker's now */
+    /* the byte is the thread's last act: it has ended or is ending */
+    pthread_join(k->tid, NULL);
+    k->busy = 0;
+
     rc = ngx_http_gray_policy_apply(&k->mcf->policy, k->out, k->err,
                                     k->err_len);
     k->out = NULL;
-    k->busy = 0;
     ngx_http_gray_policy_loaded(k->mcf, c->log, rc, k->took,
-                                "in the worker's compiler thread");
+                                "in a compiler thread");
 }
 
 
-/* Starts the worker's compiler thread; NGX_ERROR leaves compiling to the
- * event loop (logged). */
+/* The pipe the compiler threads wake the event loop through, made once. */
 static ngx_int_t
-ngx_http_gray_compiler_start(ngx_log_t *log, ngx_http_gray_main_conf_t *mcf)
+ngx_http_gray_compiler_pipe(ngx_log_t *log, ngx_http_gray_main_conf_t *mcf)
 {
-    int                        err;
-    sigset_t                   all, old;
     ngx_connection_t          *c;
     ngx_http_gray_compiler_t  *k = &ngx_http_gray_compiler;
+
+    if (k->c) {
+        return NGX_OK;
+    }
 
     k->mcf = mcf;
 
@@ -523,26 +490,6 @@ ngx_http_gray_compiler_start(ngx_log_t *log, ngx_http_gray_main_conf_t *mcf)
         goto failed;
     }
 
-    pthread_mutex_init(&k->mu, NULL);
-    pthread_cond_init(&k->cv, NULL);
-
-    /* signals stay with the worker's own thread */
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    err = pthread_create(&k->tid, NULL, ngx_http_gray_compiler_thread, k);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-
-    if (err != 0) {
-        ngx_log_error(NGX_LOG_WARN, log, err,
-                      "gray_policies: pthread_create() failed; the file is "
-                      "compiled in the event loop");
-        pthread_cond_destroy(&k->cv);
-        pthread_mutex_destroy(&k->mu);
-        goto failed;
-    }
-
-    k->running = 1;
-
     return NGX_OK;
 
 failed:
@@ -562,33 +509,63 @@ failed:
 }
 
 
+/* Starts a compiler thread for pol->content; NGX_ERROR leaves compiling to
+ * the event loop (logged). */
+static ngx_int_t
+ngx_http_gray_compiler_start(ngx_log_t *log, ngx_http_gray_main_conf_t *mcf)
+{
+    int                        err;
+    sigset_t                   all, old;
+    ngx_http_gray_compiler_t  *k = &ngx_http_gray_compiler;
+
+    if (ngx_http_gray_compiler_pipe(log, mcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    k->in = mcf->policy.content;
+    k->in_len = mcf->policy.content_len;
+    k->out = NULL;
+
+    /* signals stay with the worker's own thread */
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    err = pthread_create(&k->tid, NULL, ngx_http_gray_compiler_thread, k);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+
+    if (err != 0) {
+        ngx_log_error(NGX_LOG_WARN, log, err,
+                      "gray_policies: pthread_create() failed; the file is "
+                      "compiled in the event loop");
+        return NGX_ERROR;
+    }
+
+    k->busy = 1;
+
+    return NGX_OK;
+}
+
+
 void
 ngx_http_gray_policy_exit_process(ngx_cycle_t *cycle)
 {
     ngx_http_gray_compiler_t  *k = &ngx_http_gray_compiler;
 
-    if (!k->running) {
-        return;
+    if (k->busy) {
+        /* a compile under way finishes first; its set, never applied, is
+         * released */
+        pthread_join(k->tid, NULL);
+        k->busy = 0;
+        gray_policyset_release(k->out);
+        k->out = NULL;
     }
 
-    /* a compile under way finishes first (the thread checks `stop` between
-     * jobs); its set, never applied, is released */
-    pthread_mutex_lock(&k->mu);
-    k->stop = 1;
-    pthread_cond_signal(&k->cv);
-    pthread_mutex_unlock(&k->mu);
-
-    pthread_join(k->tid, NULL);
-    k->running = 0;
-
-    gray_policyset_release(k->out);
-    k->out = NULL;
-
-    /* before nginx counts the connections left open at exit */
-    ngx_close_connection(k->c);   /* closes fd[0] */
-    k->c = NULL;
-    close(k->fd[1]);
-    k->fd[0] = k->fd[1] = -1;
+    if (k->c) {
+        /* before nginx counts the connections left open at exit */
+        ngx_close_connection(k->c);   /* closes fd[0] */
+        k->c = NULL;
+        close(k->fd[1]);
+        k->fd[0] = k->fd[1] = -1;
+    }
 }
 
 
@@ -638,32 +615,14 @@ ngx_http_gray_policy_tick(ngx_event_t *ev)
 
     t0 = ngx_http_gray_monotonic_ms();
     rc = ngx_http_gray_policy_load(&mcf->policy, &mcf->policy_path, ev->log,
-                                   k->running ? 0 : mcf->compile_thread);
+                                   mcf->compile_thread);
 
-    if (rc == NGX_DONE && !k->running) {
-        if (ngx_http_gray_compiler_start(ev->log, mcf) == NGX_OK) {
-            ngx_log_error(NGX_LOG_NOTICE, ev->log, 0,
-                          "gray_policies \"%V\": a file of %uz bytes "
-                          "(gray_policies_compile_thread %uz): this worker "
-                          "compiles policy files in its compiler thread from "
-                          "now on", &mcf->policy_path,
-                          mcf->policy.content_len, mcf->compile_thread);
-
-        } else {
-            rc = ngx_http_gray_policy_compile_here(&mcf->policy);
-        }
+    if (rc == NGX_DONE && ngx_http_gray_compiler_start(ev->log, mcf) != NGX_OK)
+    {
+        rc = ngx_http_gray_policy_compile_here(&mcf->policy);
     }
 
-    if (rc == NGX_DONE) {
-        pthread_mutex_lock(&k->mu);
-        k->in = mcf->policy.content;
-        k->in_len = mcf->policy.content_len;
-        k->job = 1;
-        pthread_cond_signal(&k->cv);
-        pthread_mutex_unlock(&k->mu);
-        k->busy = 1;
-
-    } else {
+    if (rc != NGX_DONE) {
         ngx_http_gray_policy_loaded(mcf, ev->log, rc,
                                     ngx_http_gray_monotonic_ms() - t0,
                                     "in the event loop");

@@ -42,7 +42,7 @@
 # values, the peer that isolates the decision's own cost; stock_b, a second
 # identical stock, is the side-by-side A/A control; module_default_only, the
 # module with a policy of no rules, its fixed cost; module_thread, the module
-# with its compiler thread running; floor, bench/nginx/floor's module that
+# after a compile in a compiler thread; floor, bench/nginx/floor's module that
 # answers the two variables with constants, the floor under any module
 # reached through variables, built on first use into $BUILD/nginx-floor),
 # BENCH_NGINX_PAIRED and
@@ -272,18 +272,21 @@ start_nginx() {
   fi
 }
 
-# start_compiler_thread NAME PID: module_thread's worker (PID) starts its
-# compiler thread when its policy file changes (gray_policies_compile_thread
-# 0): append a newline (the same policies) and wait for the second thread.
+# start_compiler_thread NAME PID: module_thread's worker (PID) compiles its
+# policy file in a compiler thread when the file changes
+# (gray_policies_compile_thread 0): append a newline (the same policies),
+# wait for the worker's log line, then for the thread to have ended.
 start_compiler_thread() {
   local dir=$tmp/$1 pid=$2 tasks
   printf '\n' >>"$dir/policy.json"
   for _ in $(seq 100); do
-    tasks=("/proc/$pid/task"/*)
-    [ "${#tasks[@]}" -ge 2 ] && return 0
+    if grep -q "in a compiler thread" "$dir/thread.log" 2>/dev/null; then
+      tasks=("/proc/$pid/task"/*)
+      [ "${#tasks[@]}" = 1 ] && return 0
+    fi
     sleep 0.1
   done
-  note "$1: the worker (PID $pid) did not start its compiler thread"
+  note "$1: the worker (PID $pid) did not compile its policy in a compiler thread"
   return 1
 }
 
