@@ -88,8 +88,7 @@ typedef struct {
     ngx_str_t                 policy_path;     /* full, NUL-terminated; len 0: unset */
     ngx_msec_t                check_interval;  /* gray_policies_check_interval */
     /* gray_policies_compile_thread: files of at least this many bytes are
-     * compiled in the worker's compiler thread (NGX_HTTP_GRAY_THREAD_OFF:
-     * never) */
+     * compiled in a compiler thread (NGX_HTTP_GRAY_THREAD_OFF: never) */
     size_t                    compile_thread;
     ngx_int_t                 status_pairs;    /* gray_status_pairs: counter slots */
     int64_t                   upstreams_revision; /* -1: unset (printed as 0) */
@@ -190,8 +189,8 @@ ngx_int_t ngx_http_gray_policy_load(ngx_http_gray_policy_t *pol,
     ngx_str_t *path, ngx_log_t *log, size_t inline_max);
 void ngx_http_gray_policy_release(void *data);
 /* A worker's policy checks: the timer, and the thread that compiles a big
- * new file off the event loop, started when first needed (stopped by
- * ngx_http_gray_policy_exit_process). */
+ * new file off the event loop (one per file; a compile under way at exit is
+ * waited for by ngx_http_gray_policy_exit_process). */
 ngx_int_t ngx_http_gray_policy_init_process(ngx_cycle_t *cycle,
     ngx_http_gray_main_conf_t *mcf);
 void ngx_http_gray_policy_exit_process(ngx_cycle_t *cycle);

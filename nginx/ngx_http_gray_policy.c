@@ -340,7 +340,7 @@ out:
  * request costs more (glibc's locked malloc and cancellation wrappers around
  * recv and writev, and more system time: 3 % of a bare proxy's CPU with an
  * idle thread kept, docs/benchmarks.md run 9); once the thread has ended,
- * what remains is glibc's part, ~0.5 %. */
+ * what remains is glibc's part, about 1 %. */
 
 typedef struct {
     pthread_t                   tid;
