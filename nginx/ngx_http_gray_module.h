@@ -6,11 +6,11 @@
  *                            notice and swap a new one in each worker
  *   ngx_http_gray_status.c   counters in shared memory, gray_status
  *
- * Nginx workers are single-threaded; each has one more thread of ours, which
- * only compiles a new policy file (ngx_http_gray_policy.c, under its own
- * mutex). Otherwise nothing here takes a lock except the counters'
- * insertion of a new service/version pair (shared memory, all workers). See
- * docs/nginx.md. */
+ * Nginx workers are single-threaded; a worker starts a thread of ours only
+ * to compile a big policy file, and joins it when the result is in
+ * (ngx_http_gray_policy.c: the thread's start and join are the hand-offs).
+ * Nothing here takes a lock except the counters' insertion of a new
+ * service/version pair (shared memory, all workers). See docs/nginx.md. */
 #ifndef NGX_HTTP_GRAY_MODULE_H_INCLUDED
 #define NGX_HTTP_GRAY_MODULE_H_INCLUDED
 
@@ -27,11 +27,11 @@
 #define NGX_HTTP_GRAY_COUNTER_CACHE 64 /* counter slots kept per worker */
 #define NGX_HTTP_GRAY_XFF_HEADERS 16 /* X-Forwarded-For headers considered */
 #define NGX_HTTP_GRAY_PAIRS_DEFAULT 2048 /* gray_status_pairs */
+#define NGX_HTTP_GRAY_PAIRS_MAX 1048576
 /* gray_policies_compile_thread: a file this big takes 9-13 ms to compile
  * on a slow machine when it is all regexes (docs/nginx.md) */
 #define NGX_HTTP_GRAY_THREAD_DEFAULT (64 * 1024)
 #define NGX_HTTP_GRAY_THREAD_OFF ((size_t) GRAY_POLICY_FILE_MAX + 1)
-#define NGX_HTTP_GRAY_PAIRS_MAX 1048576
 
 /* Identity of the policy file as stat() sees it: a change of any field means
  * a new file to read. `err` is the errno of a failed stat(), else 0. */

@@ -4,12 +4,12 @@
  * (an unusable file fails `nginx -t` and the reload). Each worker then runs
  * a timer: every gray_policies_check_interval it stat()s the file and, when
  * the identity (device, inode, size, mtime, ctime) changed, reads it (at
- * most GRAY_POLICY_FILE_MAX bytes) and has its compiler thread compile it
- * (below). A good file replaces the worker's set between two events;
- * requests already running keep the set they started with (they hold a
- * reference). A bad one leaves the current set in place and is logged
- * once. The bytes of the last file read are kept, so a file rewritten with
- * the same content changes nothing. */
+ * most GRAY_POLICY_FILE_MAX bytes) and compiles it: a small file in the
+ * event loop, a big one in a compiler thread (below). A good file replaces
+ * the worker's set between two events; requests already running keep the
+ * set they started with (they hold a reference). A bad one leaves the
+ * current set in place and is logged once. The bytes of the last file read
+ * are kept, so a file rewritten with the same content changes nothing. */
 #include "ngx_http_gray_module.h"
 
 #include <pthread.h>

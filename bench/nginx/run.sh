@@ -83,26 +83,34 @@ warmup_s=2
 median() { sort -g | awk '{a[NR]=$1} END {if (NR == 0) print "n/a"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 
 # --- What can run --------------------------------------------------------------
+# Every configuration besides stock; those that load ngx_http_gray_module;
+# those counted under callgrind (the nginx ones but stock_b; not Lua, HAProxy).
+known_configs="module map lua haproxy haproxy_plain stock_headers stock_b module_default_only module_thread floor"
+module_configs="module module_default_only module_thread"
+counted_configs="module map stock_headers module_default_only module_thread floor"
+in_list() { local w; for w in $2; do [ "$w" = "$1" ] && return 0; done; return 1; }
 configs=(stock)
 for c in $want_configs; do
-  case $c in
-    stock) ;;
-    module | map | lua | haproxy | haproxy_plain | stock_headers | stock_b | module_default_only | module_thread | floor) configs+=("$c") ;;
-    *) note "unknown configuration '$c' in BENCH_NGINX_CONFIGS (stock module map lua haproxy haproxy_plain stock_headers stock_b module_default_only module_thread floor)"; exit 64 ;;
-  esac
+  if in_list "$c" "$known_configs"; then
+    configs+=("$c")
+  elif [ "$c" != stock ]; then
+    note "unknown configuration '$c' in BENCH_NGINX_CONFIGS (stock $known_configs)"
+    exit 64
+  fi
 done
 case $access_log in
   0 | 1) ;;
   *) note "BENCH_NGINX_ACCESS_LOG must be 0 or 1, not '$access_log'"; exit 64 ;;
 esac
-has() { local c; for c in "${configs[@]}"; do [ "$c" = "$1" ] && return 0; done; return 1; }
+has() { in_list "$1" "${configs[*]}"; }
+uses_module() { local c; for c in $module_configs; do has "$c" && return 0; done; return 1; }
 drop() {
   local keep=() c
   for c in "${configs[@]}"; do [ "$c" = "$1" ] || keep+=("$c"); done
   configs=("${keep[@]}")
 }
 
-if { has module || has module_default_only || has module_thread; } && [ ! -f "$module" ]; then
+if uses_module && [ ! -f "$module" ]; then
   note "skipped: the Nginx module is not built ($module is missing; 'make' builds it)"
   exit 0
 fi
@@ -190,7 +198,7 @@ python3 "$here/requests.py" lua "$root/bench/eval/requests.jsonl" "$tmp/requests
 python3 "$here/requests.py" lists "$root/bench/eval/reference-policy.json" "$tmp"
 cp "$root/bench/eval/reference-policy.json" "$tmp/policy.json"
 cp "$here/conf/default-only-policy.json" "$tmp/default-only-policy.json"
-if has module || has module_default_only || has module_thread; then
+if uses_module; then
   # A copy, so that a rebuild during the run cannot change what is measured.
   cp "$module" "$tmp/ngx_http_gray_module.so"
   module=$tmp/ngx_http_gray_module.so
@@ -669,7 +677,7 @@ if [ "${BENCH_NGINX_INSTR:-1}" = 1 ] && command -v valgrind >/dev/null && comman
   note "instructions: each nginx configuration once more under callgrind, ${instr_secs} s of wrk -c10"
   declare -A instr_of
   for c in "${configs[@]}"; do
-    case $c in stock | module | map | stock_headers | module_default_only | module_thread | floor) ;; *) continue ;; esac
+    [ "$c" = stock ] || in_list "$c" "$counted_configs" || continue
     instr_per_req "$c"
     v=$instr_result
     [ -n "$v" ] || continue
@@ -677,7 +685,7 @@ if [ "${BENCH_NGINX_INSTR:-1}" = 1 ] && command -v valgrind >/dev/null && comman
     echo "nginx_${c}_instructions_per_req: $v"
   done
   if [ -n "${instr_of[stock]:-}" ]; then
-    for c in module map stock_headers module_default_only module_thread floor; do
+    for c in $counted_configs; do
       [ -n "${instr_of[$c]:-}" ] || continue
       awk -v c="$c" -v v="${instr_of[$c]}" -v s="${instr_of[stock]}" 'BEGIN {
         printf "nginx_%s_instructions_over_stock: %d\n", c, v - s

@@ -20,7 +20,6 @@ static int eq(gray_str_t a, gray_str_t b) {
   return 1;
 }
 
-
 int gray_cookie_find(gray_str_t header, gray_str_t name, gray_str_t *value) {
   size_t pos = 0;
   gray_str_t k, v;

@@ -133,8 +133,8 @@ size_t gray__regex_literal(const char *p, size_t len, char *out, size_t cap) {
         int alnum = (e >= '0' && e <= '9') || ((e | 0x20) >= 'a' && (e | 0x20) <= 'z');
         if (!alnum)
           lit = e;
-        else if (!escape_is_class(e) || (e == 'N' && i + 2 < len && p[i + 2] == '{'))
-          return 0;
+        else if (!escape_is_class(e))
+          return 0; /* \N{...}, \p{...}, backreferences, \x.., ...: not read */
         i += 2;
         break;
       }

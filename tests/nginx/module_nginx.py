@@ -678,6 +678,14 @@ def loaded_lines(log, revision):
     return re.findall(r"revision %d loaded \((\d+) policies, compiled in (\d+) ms ([^)]*)\)" % revision, log)
 
 
+def swap_policy(s, revision, text):
+    """Write the policy file, wait until gray_status runs `revision`, and
+    return where each "revision N loaded" line says it was compiled."""
+    write_atomic(s.policy, text)
+    wait_until("revision %d" % revision, lambda: s.status()["policy_revision"] == revision, timeout=10)
+    return [where for _, _, where in loaded_lines(open(s.ng.error_log).read(), revision)]
+
+
 @test
 def t_big_policy_compiles_off_the_event_loop(tmp):
     """A big policy file (1 MiB, ~10,000 regexes: a compile of hundreds of
@@ -715,25 +723,23 @@ def t_big_policy_compiles_off_the_event_loop(tmp):
                     break
         check(seen is not None, "revision 2 never became live")
         log = open(s.ng.error_log).read()
-        m = re.search(r"revision 2 loaded \((\d+) policies, compiled in (\d+) ms ([^)]*)\)", log)
-        check(m, log[-1500:])
-        took_ms = int(m.group(2))
+        got = loaded_lines(log, 2)
+        check(len(got) == 1, log[-1500:])
+        npol, took_ms, where = int(got[0][0]), int(got[0][1]), got[0][2]
         longest = max(done) * 1000
         print("    compile %d ms (%s); %d requests until the revision was live, the longest %.1f ms" %
-              (took_ms, m.group(3), len(done), longest))
+              (took_ms, where, len(done), longest))
         # requests follow one another: a worker busy compiling would hold
         # one of them for about the whole compile
         check(took_ms >= 20, "the compile took %d ms: too fast to tell a blocked worker" % took_ms)
         check(longest < took_ms / 2, ("a request waited for the compile", longest, took_ms))
-        check(int(m.group(1)) == len(pols), (m.group(1), len(pols)))
-        check(m.group(3) == "in a compiler thread", m.group(0))
+        check(npol == len(pols), (npol, len(pols)))
+        check(where == "in a compiler thread", got)
         check(s.route([("X-Gray", "1")])[1:3] == ("v2", "beta"), "routing after the swap")
         # the thread was joined before its set was put in place
         check(s.ng.workers() == [worker] and threads(worker) == 1, threads(worker))
-        write_atomic(s.policy, policy_doc(3, ORDER))
-        wait_until("revision 3", lambda: s.status()["policy_revision"] == 3, timeout=10)
-        got = loaded_lines(open(s.ng.error_log).read(), 3)
-        check([w for _, _, w in got] == ["in the event loop"], got)
+        got = swap_policy(s, 3, policy_doc(3, ORDER))
+        check(got == ["in the event loop"], got)
         check(threads(worker) == 1, threads(worker))
 
 
@@ -748,12 +754,9 @@ def t_small_policies_compile_in_the_event_loop(tmp):
     with site(tmp, policy_doc(1, ORDER), interval="20ms") as s:
         (worker,) = s.ng.workers()
         for rev in (2, 3, 4):
-            write_atomic(s.policy, policy_doc(rev, ORDER))
-            wait_until("revision %d" % rev, lambda: s.status()["policy_revision"] == rev, timeout=10)
+            got = swap_policy(s, rev, policy_doc(rev, ORDER))
+            check(got == ["in the event loop"], (rev, got))
         log = open(s.ng.error_log).read()
-        for rev in (2, 3, 4):
-            got = loaded_lines(log, rev)
-            check([w for _, _, w in got] == ["in the event loop"], (rev, got))
         check("compiler thread" not in log, log[-1500:])
         check(s.ng.workers() == [worker] and threads(worker) == 1, threads(worker))
     big = policy_doc(2, *regex_policies(100000))
@@ -762,19 +765,15 @@ def t_small_policies_compile_in_the_event_loop(tmp):
     with site(subdir(tmp, "off"), policy_doc(1, ORDER), interval="20ms",
               extra_http="    gray_policies_compile_thread off;\n") as s:
         (worker,) = s.ng.workers()
-        write_atomic(s.policy, big)
-        wait_until("revision 2", lambda: s.status()["policy_revision"] == 2, timeout=10)
-        got = loaded_lines(open(s.ng.error_log).read(), 2)
-        check([w for _, _, w in got] == ["in the event loop"], got)
+        got = swap_policy(s, 2, big)
+        check(got == ["in the event loop"], got)
         check(threads(worker) == 1, threads(worker))
     with site(subdir(tmp, "zero"), policy_doc(1, ORDER), interval="20ms",
               extra_http="    gray_policies_compile_thread 0;\n") as s:
         (worker,) = s.ng.workers()
         check(threads(worker) == 1, threads(worker))
-        write_atomic(s.policy, policy_doc(2, ORDER))
-        wait_until("revision 2", lambda: s.status()["policy_revision"] == 2, timeout=10)
-        got = loaded_lines(open(s.ng.error_log).read(), 2)
-        check([w for _, _, w in got] == ["in a compiler thread"], got)
+        got = swap_policy(s, 2, policy_doc(2, ORDER))
+        check(got == ["in a compiler thread"], got)
         check(threads(worker) == 1, threads(worker))
 
 
